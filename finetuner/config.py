@@ -1,0 +1,394 @@
+"""RunConfig: one YAML file describes a whole run (DESIGN.md, joint 1).
+
+Sections are dataclasses whose fields carry `help` (and `choices`) metadata. That one text feeds the UI's
+tooltips, `python -m finetuner explain` and README's reference, so a field is documented exactly once.
+`load_config` / `from_dict` validate with messages that name the field and say what to do; `save_config`
+writes the YAML the CLI reads back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError
+
+METHODS = ("sft", "rft", "sft+rft")
+
+
+def _f(default, help: str, choices: tuple | None = None, **kw):
+    """A dataclass field with its help text (and allowed values) in metadata."""
+    meta = {"help": help}
+    if choices:
+        meta["choices"] = choices
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda d=default: type(d)(d), metadata=meta, **kw)
+    return field(default=default, metadata=meta, **kw)
+
+
+@dataclass
+class ModelConfig:
+    name: str = _f("tiny", "Base model: `tiny` (the built-in offline demo model), a Hugging Face id such as "
+                   "`Qwen/Qwen2.5-0.5B-Instruct`, or a local folder.")
+    quantization: str = _f("auto", "`auto`: 4-bit NF4 (QLoRA) when a CUDA GPU and bitsandbytes are present, else "
+                           "plain LoRA in fp32 on CPU. `4bit`: always 4-bit (refused on CPU unless it can be made "
+                           "safe). `none`: full-precision base weights.", ("auto", "4bit", "none"))
+    max_length: int = _f(512, "Longest sequence (prompt + answer) in tokens; longer SFT rows are truncated.")
+    trust_remote_code: bool = _f(False, "Allow model code from the model's own repository. Only for models you "
+                                 "trust.")
+
+
+@dataclass
+class DataConfig:
+    train: str = _f("", "Training data: a .jsonl, .csv, .parquet or .json file (relative to this YAML file), "
+                    "or a Hugging Face dataset id.")
+    eval: str = _f("", "Optional held-out data in the same form. Empty: a seeded share of `train` is held out.")
+    eval_fraction: float = _f(0.1, "Share of `train` held out for evaluation when `eval` is empty (0 to 0.5).")
+    rft_train: str = _f("", "Optional separate prompts for the RFT stage of `sft+rft`. Empty: the RFT stage uses "
+                        "the prompts of `train`.")
+    split: str = _f("train", "Split to read when `train` is a Hugging Face dataset id.")
+    format: str = _f("auto", "How rows are read: `auto` detects it; `messages` (chat), `prompt_completion`, "
+                     "`text` (plain language modelling, SFT only) or `prompt` (prompts only, RFT).",
+                     ("auto", "messages", "prompt_completion", "text", "prompt"))
+    messages_column: str = _f("messages", "Column holding a chat: a list of {role, content}.")
+    prompt_column: str = _f("prompt", "Column holding the prompt (a string or a list of chat messages).")
+    completion_column: str = _f("completion", "Column holding the answer to learn (SFT).")
+    text_column: str = _f("text", "Column holding plain text (format `text`).")
+    max_rows: int = _f(0, "Use at most this many training rows (0: all). Handy for a quick trial.")
+
+
+@dataclass
+class AdapterConfig:
+    type: str = _f("lora", "Adapter kind: `lora`, `dora` (weight-decomposed, a little slower, often better) or "
+                   "`rslora` (rank-stabilised scaling, better at high rank).", ("lora", "dora", "rslora"))
+    r: int = _f(16, "Adapter rank: capacity of the update. 8-64 is usual; 16 is a good start.")
+    alpha: int = _f(32, "Scale of the update (LoRA alpha); commonly 2 x rank.")
+    dropout: float = _f(0.05, "Dropout on the adapter's input during training (0 to 0.5).")
+    target_modules: str = _f("all-linear", "Layers that get adapters: `all-linear`, or a comma-separated list of "
+                             "module names such as `q_proj,v_proj`.")
+
+
+@dataclass
+class SFTConfig:
+    epochs: float = _f(3.0, "Passes over the training data (ignored when `max_steps` > 0).")
+    max_steps: int = _f(0, "Stop after this many optimizer steps (0: use `epochs`).")
+    learning_rate: float = _f(2e-4, "Adapter learning rate. 1e-4 to 5e-4 is usual for LoRA.")
+    batch_size: int = _f(4, "Rows per device per step.")
+    grad_accum: int = _f(1, "Steps whose gradients are summed before one update (raises the effective batch "
+                         "without memory).")
+    lr_scheduler: str = _f("cosine", "Learning-rate schedule.", ("constant", "linear", "cosine",
+                                                                  "constant_with_warmup"))
+    warmup_ratio: float = _f(0.03, "Share of steps spent warming the learning rate up (0 to 0.5).")
+    save_steps: int = _f(50, "Save a resumable checkpoint every this many steps.")
+    logging_steps: int = _f(1, "Log metrics every this many steps (1 gives live charts).")
+
+
+@dataclass
+class RFTConfig:
+    max_steps: int = _f(100, "RFT optimizer steps (0: use `epochs`).")
+    epochs: float = _f(1.0, "Passes over the prompts when `max_steps` is 0.")
+    learning_rate: float = _f(1e-5, "Adapter learning rate. RFT wants it lower than SFT; too high drifts or "
+                              "collapses.")
+    batch_size: int = _f(8, "Completions per device per step (a multiple of `num_generations` with "
+                         "`grad_accum`).")
+    grad_accum: int = _f(1, "Steps whose gradients are summed before one update.")
+    num_generations: int = _f(4, "Completions sampled per prompt; rewards are compared within each group "
+                              "(at least 2).")
+    max_completion_length: int = _f(128, "Longest completion sampled, in tokens.")
+    temperature: float = _f(1.0, "Sampling temperature for rollouts; higher explores more.")
+    beta: float = _f(0.0, "KL penalty towards the starting model (0: none, saves memory and time).")
+    loss_type: str = _f("dapo", "GRPO loss normalisation (TRL's `loss_type`).",
+                        ("grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo"))
+    lr_scheduler: str = _f("constant", "Learning-rate schedule.", ("constant", "linear", "cosine",
+                                                                    "constant_with_warmup"))
+    warmup_ratio: float = _f(0.0, "Share of steps spent warming the learning rate up.")
+    eval_steps: int = _f(0, "Score the eval split with the graders every this many steps (0: never). "
+                         "Gives `eval_reward`.")
+    keep_best: int = _f(2, "Keep this many checkpoints with the best `eval_reward` (plus the latest).")
+    save_steps: int = _f(50, "Save a resumable checkpoint every this many steps.")
+    logging_steps: int = _f(1, "Log metrics and rollouts every this many steps.")
+    max_grader_error_rate: float = _f(0.5, "Stop the run when more than this share of grades in a step fail "
+                                      "(a broken grader would otherwise train on noise).")
+
+
+@dataclass
+class RunConfig:
+    name: str = _f("run", "A short name for the run; the run folder is named after it.")
+    method: str = _f("sft", "`sft` learns from labelled answers; `rft` learns from graders' scores of its own "
+                     "samples (GRPO); `sft+rft` does SFT, then RFT on the same adapter.", METHODS)
+    model: ModelConfig = field(default_factory=ModelConfig, metadata={"help": "Base model and how to load it."})
+    data: DataConfig = field(default_factory=DataConfig, metadata={"help": "Training and evaluation data."})
+    graders: list = _f([], "Graders for RFT (and evaluation): a list of grader definitions, each with `name`, "
+                       "`type` and `weight` (see the graders reference).")
+    adapter: AdapterConfig = field(default_factory=AdapterConfig, metadata={"help": "The trainable adapter."})
+    sft: SFTConfig = field(default_factory=SFTConfig, metadata={"help": "Hyper-parameters of the SFT stage."})
+    rft: RFTConfig = field(default_factory=RFTConfig, metadata={"help": "Hyper-parameters of the RFT stage."})
+    seed: int = _f(42, "Random seed for data split, sampling and initialisation.")
+    report_to: list = _f([], "Extra trackers fed by transformers: `tensorboard`, `wandb`, `mlflow`, `trackio` "
+                         "(when installed). The run folder is always written.")
+
+    # Where the YAML came from: relative data and grader paths resolve against it. Not a user field.
+    base_dir: str = field(default="", metadata={"internal": True})
+
+    @property
+    def stages(self) -> list[str]:
+        return {"sft": ["sft"], "rft": ["rft"], "sft+rft": ["sft", "rft"]}[self.method]
+
+    def resolve(self, path: str) -> str:
+        """A path from the config, made absolute against the YAML's folder; ids pass through unchanged."""
+        if not path:
+            return path
+        p = Path(path).expanduser()
+        if not p.is_absolute() and self.base_dir and (Path(self.base_dir) / p).exists():
+            return str(Path(self.base_dir) / p)
+        return str(p) if p.exists() else path
+
+
+# ---------------------------------------------------------------- parsing and validation
+
+
+def _is_section(tp) -> bool:
+    return dataclasses.is_dataclass(tp)
+
+
+def _coerce(value: Any, tp: Any, where: str):
+    """Turn a YAML value into the field's type, or say plainly what was expected."""
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no"):
+            return value.lower() in ("true", "yes")
+        raise ConfigError(f"{where}: expected true or false, got {value!r}.")
+    if tp is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{where}: expected a whole number, got {value!r}.")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value.strip())
+            except ValueError:
+                pass
+        raise ConfigError(f"{where}: expected a whole number, got {value!r}.")
+    if tp is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{where}: expected a number, got {value!r}.")
+        try:
+            # YAML 1.1 reads `1e-3` as a string; accept it as the number the user meant.
+            out = float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where}: expected a number such as 0.0002 or 2e-4, got {value!r}.") from None
+        if not math.isfinite(out):
+            raise ConfigError(f"{where}: must be a finite number, got {value!r}.")
+        return out
+    if tp is str:
+        if value is None:
+            return ""
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected text, got {type(value).__name__} {value!r}.")
+        return value
+    if tp is list:
+        if value is None:
+            return []
+        if isinstance(value, str):
+            return [value]
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {type(value).__name__}.")
+        return value
+    return value
+
+
+def _section_from_dict(cls, data: Any, where: str):
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where or 'the config'}: expected a mapping of fields, got {type(data).__name__}.")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
+    kwargs = {}
+    for key, value in data.items():
+        path = f"{where}.{key}" if where else str(key)
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), list(fields), n=1, cutoff=0.6)
+            hint = f" Did you mean `{close[0]}`?" if close else f" Known fields: {', '.join(fields)}."
+            raise ConfigError(f"Unknown field `{path}`.{hint}")
+        tp = hints[key]
+        if _is_section(tp):
+            kwargs[key] = _section_from_dict(tp, value, path)
+            continue
+        value = _coerce(value, tp, f"`{path}`")
+        choices = fields[key].metadata.get("choices")
+        if choices and value not in choices:
+            close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1, cutoff=0.5)
+            hint = f" Did you mean `{close[0]}`?" if close else ""
+            raise ConfigError(f"`{path}`: {value!r} is not allowed; choose one of {', '.join(choices)}.{hint}")
+        kwargs[key] = value
+    return cls(**kwargs)
+
+
+def from_dict(data: dict, base_dir: str = "") -> RunConfig:
+    """Build and validate a RunConfig from plain data (as read from YAML or sent by the UI)."""
+    cfg = _section_from_dict(RunConfig, data, "")
+    cfg.base_dir = base_dir
+    validate(cfg)
+    return cfg
+
+
+def to_dict(cfg: RunConfig) -> dict:
+    out = dataclasses.asdict(cfg)
+    out.pop("base_dir", None)
+    return out
+
+
+def load_config(path: str | Path) -> RunConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"Config file {path} does not exist. Write one with the app or start from "
+                          f"examples/arithmetic/run.yaml.")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{path} is not valid YAML{where}: {getattr(err, 'problem', err)}. "
+                          f"Check indentation and quoting there.") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path} is not UTF-8 text. Save it as UTF-8.") from None
+    if data is None:
+        raise ConfigError(f"{path} is empty. Start from examples/arithmetic/run.yaml.")
+    return from_dict(data, base_dir=str(path.resolve().parent))
+
+
+def dump_yaml(cfg: RunConfig) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False, allow_unicode=True)
+
+
+def save_config(cfg: RunConfig, path: str | Path) -> Path:
+    path = Path(path)
+    path.write_text(dump_yaml(cfg), encoding="utf-8")
+    return path
+
+
+def _check_range(value, lo, hi, where: str, what: str):
+    if not (lo <= value <= hi):
+        raise ConfigError(f"`{where}` is {value}; {what}.")
+
+
+def validate(cfg: RunConfig) -> None:
+    """Cross-field checks, run before anything heavy loads. Raises ConfigError naming the field."""
+    if not cfg.name.strip() or any(c in cfg.name for c in "/\\") or cfg.name in (".", ".."):
+        raise ConfigError("`name` must be a short name without slashes, such as `math-sft`.")
+    if not cfg.data.train:
+        raise ConfigError("`data.train` is empty. Name a data file (.jsonl, .csv, .parquet, .json) or a "
+                          "Hugging Face dataset id.")
+    _check_range(cfg.data.eval_fraction, 0.0, 0.5, "data.eval_fraction", "use a share between 0 and 0.5")
+    _check_range(cfg.adapter.dropout, 0.0, 0.5, "adapter.dropout", "use a value between 0 and 0.5")
+    for where, value in (("adapter.r", cfg.adapter.r), ("adapter.alpha", cfg.adapter.alpha),
+                         ("model.max_length", cfg.model.max_length)):
+        if value < 1:
+            raise ConfigError(f"`{where}` is {value}; it must be at least 1.")
+    for stage in cfg.stages:
+        s = getattr(cfg, stage)
+        if s.learning_rate <= 0 or s.learning_rate > 1:
+            raise ConfigError(f"`{stage}.learning_rate` is {s.learning_rate}; use a small positive number such "
+                              f"as {'2e-4' if stage == 'sft' else '1e-5'}.")
+        for name in ("batch_size", "grad_accum", "save_steps", "logging_steps"):
+            if getattr(s, name) < 1:
+                raise ConfigError(f"`{stage}.{name}` is {getattr(s, name)}; it must be at least 1.")
+        if s.max_steps < 0 or (s.max_steps == 0 and s.epochs <= 0):
+            raise ConfigError(f"`{stage}`: set `max_steps` above 0 or `epochs` above 0.")
+        _check_range(s.warmup_ratio, 0.0, 0.5, f"{stage}.warmup_ratio", "use a share between 0 and 0.5")
+    if "rft" in cfg.stages:
+        r = cfg.rft
+        if r.num_generations < 2:
+            raise ConfigError(f"`rft.num_generations` is {r.num_generations}; GRPO compares completions of the "
+                              f"same prompt, so it needs at least 2.")
+        if (r.batch_size * r.grad_accum) % r.num_generations:
+            raise ConfigError(
+                f"`rft.batch_size` x `rft.grad_accum` = {r.batch_size * r.grad_accum} completions per step must be "
+                f"a multiple of `rft.num_generations` ({r.num_generations}): every prompt's group must be whole. "
+                f"Try batch_size {r.num_generations * max(1, r.batch_size // r.num_generations)}.")
+        if r.max_completion_length < 1:
+            raise ConfigError("`rft.max_completion_length` must be at least 1 token.")
+        if r.temperature <= 0:
+            raise ConfigError("`rft.temperature` must be above 0 (sampling needs randomness to compare answers).")
+        if r.beta < 0:
+            raise ConfigError("`rft.beta` cannot be negative; use 0 to turn the KL penalty off.")
+        _check_range(r.max_grader_error_rate, 0.0, 1.0, "rft.max_grader_error_rate", "use a share from 0 to 1")
+        if not cfg.graders:
+            raise ConfigError(f"Method `{cfg.method}` trains on graders' scores, but `graders` is empty. Add at "
+                              f"least one grader, or choose method `sft`.")
+    _validate_graders(cfg)
+
+
+def _validate_graders(cfg: RunConfig) -> None:
+    if not isinstance(cfg.graders, list):
+        raise ConfigError("`graders` must be a list of grader definitions.")
+    seen = set()
+    for i, spec in enumerate(cfg.graders):
+        where = f"graders[{i}]"
+        if not isinstance(spec, dict):
+            raise ConfigError(f"`{where}` must be a mapping with `name` and `type`.")
+        name = spec.get("name")
+        if not name or not isinstance(name, str):
+            raise ConfigError(f"`{where}` has no `name`. Give each grader a short unique name.")
+        if name in seen:
+            raise ConfigError(f"`{where}`: the name `{name}` is used twice; grader names must be unique.")
+        seen.add(name)
+        if not spec.get("type"):
+            raise ConfigError(f"`{where}` (`{name}`) has no `type`, such as `string_check` or `python`.")
+
+
+# ---------------------------------------------------------------- reference text
+
+
+def _type_name(tp) -> str:
+    return {int: "integer", float: "number", str: "text", bool: "true/false", list: "list"}.get(tp, str(tp))
+
+
+def iter_fields(cls=RunConfig, prefix: str = ""):
+    """Yield (dotted name, type, default, help, choices) for every user field, sections first-class."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if f.metadata.get("internal"):
+            continue
+        name = f"{prefix}{f.name}"
+        tp = hints[f.name]
+        if _is_section(tp):
+            yield name, "section", None, f.metadata.get("help", ""), None
+            yield from iter_fields(tp, name + ".")
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        yield name, _type_name(tp), default, f.metadata.get("help", ""), f.metadata.get("choices")
+
+
+def help_for(dotted: str) -> str:
+    """The one help text of a field, e.g. help_for('rft.beta'), for tooltips and CLI help."""
+    for name, _tp, _default, text, _choices in iter_fields():
+        if name == dotted:
+            return text
+    raise KeyError(dotted)
+
+
+def explain() -> str:
+    """The whole configuration reference, in Markdown, generated from the help metadata."""
+    lines = ["# RunConfig reference", "",
+             "Every field of a run's YAML file. Sections are YAML mappings; omitted fields take the default.", ""]
+    for name, tp, default, text, choices in iter_fields():
+        if tp == "section":
+            lines += ["", f"## `{name}`", "", text, ""]
+            continue
+        extra = f" One of: {', '.join(f'`{c}`' for c in choices)}." if choices else ""
+        lines.append(f"- **`{name}`** ({tp}, default `{default!r}`): {text}{extra}")
+    return "\n".join(lines) + "\n"
