@@ -1,0 +1,223 @@
+"""`python -m finetuner <verb>`: the headless face of the engine.
+
+Verbs: train, stop, runs, explain, check-data, test-grader, demo. Heavy libraries are imported inside the
+verbs so `--help` and `explain` answer at once. A FinetunerError prints its message (what, where, what to
+do) and exits 2; no traceback is shown for mistakes a user can fix.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from .errors import FinetunerError
+
+
+def _offline_defaults() -> None:
+    # Nothing in the engine may reach for the network unless the user set these otherwise.
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if os.environ.get("FINETUNER_ONLINE") != "1":
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def parse_overrides(pairs: list[str]) -> dict:
+    """`--set rft.beta=0.1 --set name=x` -> nested dict, values read as YAML scalars."""
+    import yaml
+
+    out: dict = {}
+    for pair in pairs or []:
+        if "=" not in pair:
+            raise FinetunerError(f"--set {pair!r}: write it as FIELD=VALUE, e.g. --set rft.max_steps=20.")
+        key, value = pair.split("=", 1)
+        node = out
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = yaml.safe_load(value) if value.strip() else ""
+    return out
+
+
+def load_with_overrides(path: str, overrides: list[str] | None):
+    from .config import from_dict, load_config, to_dict
+
+    cfg = load_config(path)
+    if not overrides:
+        return cfg
+    data = to_dict(cfg)
+    _deep_merge(data, parse_overrides(overrides))
+    return from_dict(data, base_dir=cfg.base_dir)
+
+
+def _deep_merge(base: dict, extra: dict) -> None:
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _deep_merge(base[key], value)
+        else:
+            base[key] = value
+
+
+def _log_to_run(run) -> None:
+    """Log to the run's log.txt, unless stdout already goes there (a launched child)."""
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    try:
+        same = run.log_path.exists() and os.path.samestat(os.fstat(sys.stdout.fileno()), os.stat(run.log_path))
+    except (OSError, ValueError):
+        same = False
+    if not same:
+        handlers.append(logging.FileHandler(run.log_path, encoding="utf-8"))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        handlers=handlers, force=True)
+    for noisy in ("httpx", "urllib3", "filelock"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def cmd_train(args) -> int:
+    from .config import load_config, save_config
+    from .runs import RunFolder, new_run, open_run
+    from .train import train_run
+
+    if args.resume:
+        run = open_run(None, args.resume)
+        cfg = load_config(run.config_path)
+        _log_to_run(run)
+        status = train_run(cfg, run, resume=True)
+    else:
+        if not args.config:
+            raise FinetunerError("Name a config file: python -m finetuner train RUN.yaml (or --resume RUN_DIR).")
+        cfg = load_with_overrides(args.config, args.set)
+        if args.run_dir:
+            run = RunFolder(Path(args.run_dir))
+            run.path.mkdir(parents=True, exist_ok=True)
+        else:
+            run = new_run(args.runs_dir, cfg.name)
+        if not run.config_path.exists() or Path(args.config).resolve() != run.config_path.resolve():
+            from .runs import _portable
+
+            save_config(_portable(cfg), run.config_path)
+        _log_to_run(run)
+        print(f"Run folder: {run.path}", flush=True)
+        status = train_run(cfg, run)
+    state = status.get("state")
+    print(f"Run {run.id}: {state}" + (f" - {status['error']}" if status.get("error") else ""), flush=True)
+    return 0 if state in ("finished", "stopped") else 1
+
+
+def cmd_stop(args) -> int:
+    from .runs import force_stop, open_run, request_stop
+
+    run = open_run(args.runs_dir, args.run)
+    if args.force:
+        force_stop(run)
+        print(f"Run {run.id} killed; its last checkpoint is kept.")
+    else:
+        request_stop(run)
+        print(f"Run {run.id} will stop after the current step and save its adapter.")
+    return 0
+
+
+def cmd_runs(args) -> int:
+    from .runs import list_runs
+
+    rows = list_runs(args.runs_dir)
+    if not rows:
+        print(f"No runs in {args.runs_dir}.")
+    for r in rows:
+        step = f"{r.get('stage', '')} {r.get('step', 0)}/{r.get('total', '?')}"
+        print(f"{r['id']:<40} {r.get('state', '?'):<9} {r.get('method', ''):<8} {step}")
+    return 0
+
+
+def cmd_explain(args) -> int:
+    from .config import explain, help_for
+
+    if args.field:
+        try:
+            print(f"{args.field}: {help_for(args.field)}")
+        except KeyError:
+            raise FinetunerError(f"No config field `{args.field}`. Run `python -m finetuner explain` for the "
+                                 f"full list.") from None
+    else:
+        print(explain(), end="")
+    return 0
+
+
+def cmd_check_data(argv: list[str]) -> int:
+    from .data import main_check_data
+
+    return main_check_data(argv)
+
+
+def cmd_test_grader(argv: list[str]) -> int:
+    from .grader_check import main_test_grader
+
+    return main_test_grader(argv)
+
+
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    return run_demo(runs_dir=args.runs_dir, as_json=args.json, rft_steps=args.rft_steps)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m finetuner",
+                                description="Finetuner: SFT, RFT (GRPO with your graders) or SFT then RFT, "
+                                            "from one YAML file.")
+    sub = p.add_subparsers(dest="verb", required=True)
+
+    t = sub.add_parser("train", help="train a run from a YAML config (or resume one)")
+    t.add_argument("config", nargs="?", help="the run's YAML file")
+    t.add_argument("--runs-dir", default="runs", help="folder that holds run folders (default: runs)")
+    t.add_argument("--run-dir", help="write into this run folder instead of a new one (used by launch)")
+    t.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped or failed run from its last "
+                                                         "checkpoint")
+    t.add_argument("--set", action="append", metavar="FIELD=VALUE",
+                   help="override a config field, e.g. --set rft.max_steps=20 (see `explain`)")
+    t.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("stop", help="stop a run at its next step (or kill it with --force)")
+    s.add_argument("run", help="run folder, or run id inside --runs-dir")
+    s.add_argument("--runs-dir", default="runs")
+    s.add_argument("--force", action="store_true", help="kill now without saving")
+    s.set_defaults(func=cmd_stop)
+
+    r = sub.add_parser("runs", help="list runs and their state")
+    r.add_argument("--runs-dir", default="runs")
+    r.set_defaults(func=cmd_runs)
+
+    e = sub.add_parser("explain", help="print the config reference (or one field's help)")
+    e.add_argument("field", nargs="?", help="a dotted field name such as rft.beta")
+    e.set_defaults(func=cmd_explain)
+
+    sub.add_parser("check-data", help="check a data file and preview it (see check-data --help)", add_help=False)
+    sub.add_parser("test-grader", help="dry-run graders on data before training (see test-grader --help)",
+                   add_help=False)
+
+    d = sub.add_parser("demo", help="offline demo: SFT teaches a format, RFT raises accuracy (built-in model)")
+    d.add_argument("--runs-dir", default="runs")
+    d.add_argument("--json", action="store_true", help="print one JSON object with the results last")
+    d.add_argument("--rft-steps", type=int, default=None, help="override the demo's RFT steps")
+    d.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    _offline_defaults()
+    try:
+        # These verbs own their argument parsing (their modules also serve the UI).
+        if argv and argv[0] == "check-data":
+            return cmd_check_data(argv[1:])
+        if argv and argv[0] == "test-grader":
+            return cmd_test_grader(argv[1:])
+        args = build_parser().parse_args(argv)
+        return args.func(args)
+    except FinetunerError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

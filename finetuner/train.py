@@ -1,0 +1,231 @@
+"""Body of the training process: RunConfig -> TRL SFTTrainer / GRPOTrainer, stage by stage.
+
+`python -m finetuner train` calls `train_run`, normally as a child launched by `runs.launch`. Every stage
+writes to the same run folder; in `sft+rft` the RFT stage continues the very adapter SFT produced, and
+`run_step` keeps one timeline. Errors end the run as `failed` with a message a person can act on; the
+traceback goes to log.txt only.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+import traceback
+
+from .config import RunConfig
+from .errors import FinetunerError
+from .runs import RunFolder
+
+log = logging.getLogger("finetuner.train")
+
+
+def _precision_args(device: str) -> dict:
+    """CPU: fp32, no gradient checkpointing (slow there), no pinned memory. CUDA: bf16 where supported."""
+    if device == "cuda":
+        import torch
+
+        bf16 = torch.cuda.is_bf16_supported()
+        return {"bf16": bf16, "fp16": not bf16, "gradient_checkpointing": True}
+    return {"bf16": False, "fp16": False, "gradient_checkpointing": False, "dataloader_pin_memory": False,
+            "use_cpu": True}
+
+
+def _common_args(cfg: RunConfig, stage: str, run: RunFolder, device: str) -> dict:
+    s = getattr(cfg, stage)
+    report = [r for r in cfg.report_to if r and r != "none"] or "none"
+    return dict(
+        output_dir=str(run.checkpoints / stage), learning_rate=s.learning_rate,
+        max_steps=s.max_steps if s.max_steps > 0 else -1, num_train_epochs=s.epochs,
+        per_device_train_batch_size=s.batch_size, gradient_accumulation_steps=s.grad_accum,
+        lr_scheduler_type=s.lr_scheduler, warmup_steps=s.warmup_ratio, logging_steps=s.logging_steps,
+        save_steps=s.save_steps, save_strategy="steps", report_to=report, seed=cfg.seed,
+        disable_tqdm=True, logging_dir=str(run.path / "tb"), **_precision_args(device))
+
+
+def build_sft_trainer(cfg, run, model, tok, data, peft_config, device, callbacks):
+    from trl import SFTConfig, SFTTrainer
+
+    args = SFTConfig(**_common_args(cfg, "sft", run, device), save_total_limit=2,
+                     max_length=cfg.model.max_length, assistant_only_loss=data.assistant_only_loss)
+    return SFTTrainer(model=model, args=args, train_dataset=data.train, processing_class=tok,
+                      peft_config=peft_config, callbacks=callbacks)
+
+
+def build_grpo_trainer(cfg, run, model, tok, data, peft_config, device, bridge, callbacks):
+    from trl import GRPOConfig
+
+    from .timed_grpo import TimedGRPOTrainer
+
+    r = cfg.rft
+    do_eval = bool(r.eval_steps and data.eval is not None and len(data.eval))
+    args = GRPOConfig(
+        **_common_args(cfg, "rft", run, device),
+        num_generations=r.num_generations, max_completion_length=r.max_completion_length,
+        temperature=r.temperature, beta=r.beta, loss_type=r.loss_type, reward_weights=bridge.weights,
+        eval_strategy="steps" if do_eval else "no", eval_steps=r.eval_steps if do_eval else None,
+        per_device_eval_batch_size=r.num_generations * max(1, r.batch_size // r.num_generations),
+        log_completions=False)
+    return TimedGRPOTrainer(model=model, reward_funcs=bridge.reward_funcs, args=args,
+                            train_dataset=data.train, eval_dataset=data.eval if do_eval else None,
+                            processing_class=tok, peft_config=peft_config, callbacks=callbacks)
+
+
+def adapter_fingerprint(model) -> str:
+    """A hash of the trainable adapter weights, as saved: proves the RFT stage starts from SFT's adapter."""
+    import hashlib
+
+    from peft import get_peft_model_state_dict
+
+    digest = hashlib.sha256()
+    state = get_peft_model_state_dict(model)
+    for key in sorted(state):
+        digest.update(key.encode())
+        digest.update(state[key].detach().float().cpu().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+class _StopOnSignal:
+    """SIGTERM / SIGINT become a polite stop request: the step finishes, the adapter is saved."""
+
+    def __init__(self, run: RunFolder):
+        self.run = run
+
+    def __call__(self, signum, frame):
+        self.run.stop_path.write_text(f"signal {signum}")
+
+
+def train_run(cfg: RunConfig, run: RunFolder, resume: bool = False) -> dict:
+    """Run every stage of `cfg` into `run`. Returns the final status; never raises for training errors."""
+    started = time.time()
+    status = run.read_status()
+    if not resume:
+        run.path.mkdir(parents=True, exist_ok=True)
+    run.stop_path.unlink(missing_ok=True)
+    try:
+        signal.signal(signal.SIGTERM, _StopOnSignal(run))
+    except ValueError:
+        pass  # not the main thread (tests calling in-process); stop files still work
+    import os
+
+    run.write_status(state="running", pid=os.getpid(), started=status.get("started") or started,
+                     finished=None, error=None, name=cfg.name, method=cfg.method, stages=cfg.stages)
+    try:
+        _train_stages(cfg, run, resume)
+    except FinetunerError as err:
+        log.error("Run failed: %s", err)
+        return run.write_status(state="failed", finished=time.time(), error=str(err))
+    except Exception as err:  # noqa: BLE001 - a crash must end as a truthful status, not a dead process
+        log.error("Training crashed:\n%s", traceback.format_exc())
+        return run.write_status(state="failed", finished=time.time(), error=_explain_crash(err))
+    return run.read_status()
+
+
+def _explain_crash(err: Exception) -> str:
+    name = type(err).__name__
+    if "OutOfMemory" in name or "out of memory" in str(err).lower():
+        return ("The GPU ran out of memory. Lower the batch size (or raise grad_accum instead), shorten "
+                "`model.max_length` / `rft.max_completion_length`, use fewer `rft.num_generations`, or pick a "
+                "smaller model. The last checkpoint is kept.")
+    return f"Training crashed: {name}: {err}. The full traceback is in log.txt."
+
+
+def _train_stages(cfg: RunConfig, run: RunFolder, resume: bool) -> None:
+    from .data import load_stage_data
+    from .models import load_model, lora_config
+
+    model, tok, plan = load_model(cfg.model.name, cfg.model.quantization, cfg.model.trust_remote_code)
+    if plan.notice:
+        log.warning(plan.notice)
+    run.write_status(notice=plan.notice, device=plan.device, quantization="4bit" if plan.quantize_4bit else
+                     ("bf16" if plan.device == "cuda" else "fp32"))
+    status = run.read_status()
+    done = list(status.get("stages_done") or []) if resume else []
+    stage_steps = dict(status.get("stage_steps") or {}) if resume else {}
+    if not resume:
+        run.write_status(stages_done=[], stage_steps={})
+    offset = 0
+    for stage in cfg.stages:
+        if stage in done:
+            offset += stage_steps.get(stage, 0)
+            continue
+        data = load_stage_data(cfg, stage, tok)
+        for note in data.notes:
+            log.info("%s data: %s", stage, note)
+        if stage == "rft" and "sft" in cfg.stages:
+            model = _sft_adapter_model(model, run)
+            peft_config = None
+            run.write_status(handover_rft_start=adapter_fingerprint(model))
+        else:
+            peft_config = lora_config(cfg.adapter)
+        ckpt = run.last_checkpoint(stage) if resume else None
+        finished = _train_stage(cfg, run, stage, model, tok, data, peft_config, plan.device, offset, ckpt)
+        model = finished.model
+        steps = finished.state.global_step
+        stage_steps[stage] = steps
+        run.write_status(stage_steps=stage_steps)
+        cb = finished.run_callback
+        if cb.stop_reason:
+            _save_adapter(finished, run.adapter)
+            run.write_status(state="failed", finished=time.time(), error=cb.stop_reason)
+            return
+        if cb.stop_requested:
+            _save_adapter(finished, run.adapter)
+            run.stop_path.unlink(missing_ok=True)
+            run.write_status(state="stopped", finished=time.time(),
+                             error=f"Stopped by request at {stage} step {steps}. Adapter saved; resume with "
+                                   f"`python -m finetuner train --resume {run.path}`.")
+            return
+        _save_adapter(finished, run.stage_adapter(stage))
+        if stage == "sft":
+            run.write_status(handover_sft_end=adapter_fingerprint(model))
+        done.append(stage)
+        run.write_status(stages_done=done)
+        offset += steps
+    _save_adapter(finished, run.adapter)
+    tok.save_pretrained(run.adapter)
+    run.write_status(state="finished", finished=time.time(), error=None, run_step=offset)
+
+
+def _sft_adapter_model(model, run: RunFolder):
+    """The model carrying SFT's adapter, trainable: the live one, or reloaded when SFT ran earlier."""
+    from peft import PeftModel
+
+    if isinstance(model, PeftModel):
+        return model
+    path = run.stage_adapter("sft")
+    if not path.exists():
+        raise FinetunerError(f"The SFT stage's adapter is missing at {path}; cannot continue with RFT. "
+                             f"Start the run again.")
+    return PeftModel.from_pretrained(model, str(path), is_trainable=True)
+
+
+def _train_stage(cfg, run, stage, model, tok, data, peft_config, device, offset, ckpt):
+    from .callbacks import ProgressCallback, RunFolderCallback
+
+    bridge = None
+    if stage == "rft":
+        from graders import build_graders
+        from graders.reward import RewardBridge
+
+        bridge = RewardBridge(build_graders(cfg.graders, cfg.base_dir))
+    cb = RunFolderCallback(run, stage, offset, bridge=bridge, max_error_rate=cfg.rft.max_grader_error_rate,
+                           keep_best=cfg.rft.keep_best if stage == "rft" else 0)
+    callbacks = [cb, ProgressCallback(stage)]
+    try:
+        if stage == "sft":
+            trainer = build_sft_trainer(cfg, run, model, tok, data, peft_config, device, callbacks)
+        else:
+            trainer = build_grpo_trainer(cfg, run, model, tok, data, peft_config, device, bridge, callbacks)
+        log.info("%s: %d training rows, %s steps", stage, len(data.train), trainer.args.max_steps)
+        trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
+    finally:
+        if bridge is not None:
+            bridge.close()
+    trainer.run_callback = cb
+    return trainer
+
+
+def _save_adapter(trainer, path) -> None:
+    path.mkdir(parents=True, exist_ok=True)
+    trainer.model.save_pretrained(str(path))
