@@ -100,7 +100,8 @@ class RunFolderCallback(TrainerCallback):
         if self.bridge is not None:
             samples = self.bridge.drain_rows()
             split = "eval" if is_eval else "train"
-            self.run.append_samples([{"stage": self.stage, "step": state.global_step, "split": split, **s}
+            # The step a rollout trained (the bridge only knows the step it was generated at).
+            self.run.append_samples([{**s, "stage": self.stage, "step": state.global_step, "split": split}
                                      for s in samples])
             rate = logs.get("graders/error_rate")
             if not is_eval and rate is not None and rate > self.max_error_rate:

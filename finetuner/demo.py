@@ -59,7 +59,7 @@ def measure(run, rows: list[dict]) -> dict:
 
 def run_demo(runs_dir: str = "runs", as_json: bool = False, rft_steps: int | None = None) -> int:
     from .config import load_config, to_dict, from_dict
-    from .data import load_rows
+    from .data import read_source
     from .runs import launch
 
     started = time.time()
@@ -75,7 +75,7 @@ def run_demo(runs_dir: str = "runs", as_json: bool = False, rft_steps: int | Non
         print(f"The demo run ended {status.get('state')}: {status.get('error')}. See {run.log_path}.")
         return 1
     train_seconds = time.time() - started
-    rows = load_rows(str(EXAMPLE / "eval.jsonl"))
+    rows = read_source(str(EXAMPLE / "eval.jsonl")).rows
     results = measure(run, rows)
     results = {k: {m: round(v, 4) for m, v in r.items()} for k, r in results.items()}
     summary = {**results, "seconds": round(time.time() - started, 1), "train_seconds": round(train_seconds, 1),

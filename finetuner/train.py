@@ -26,8 +26,8 @@ def _precision_args(device: str) -> dict:
         import torch
 
         bf16 = torch.cuda.is_bf16_supported()
-        return {"bf16": bf16, "fp16": not bf16, "gradient_checkpointing": True}
-    return {"bf16": False, "fp16": False, "gradient_checkpointing": False, "dataloader_pin_memory": False,
+        return {"bf16": bf16, "fp16": not bf16, "activation_checkpointing": True}
+    return {"bf16": False, "fp16": False, "activation_checkpointing": False, "dataloader_pin_memory": False,
             "use_cpu": True}
 
 
@@ -40,7 +40,7 @@ def _common_args(cfg: RunConfig, stage: str, run: RunFolder, device: str) -> dic
         per_device_train_batch_size=s.batch_size, gradient_accumulation_steps=s.grad_accum,
         lr_scheduler_type=s.lr_scheduler, warmup_steps=s.warmup_ratio, logging_steps=s.logging_steps,
         save_steps=s.save_steps, save_strategy="steps", report_to=report, seed=cfg.seed,
-        disable_tqdm=True, logging_dir=str(run.path / "tb"), **_precision_args(device))
+        disable_tqdm=True, **_precision_args(device))
 
 
 def build_sft_trainer(cfg, run, model, tok, data, peft_config, device, callbacks):
@@ -201,6 +201,8 @@ def _sft_adapter_model(model, run: RunFolder):
 
 
 def _train_stage(cfg, run, stage, model, tok, data, peft_config, device, offset, ckpt):
+    from transformers.trainer_callback import PrinterCallback
+
     from .callbacks import ProgressCallback, RunFolderCallback
 
     bridge = None
@@ -217,6 +219,8 @@ def _train_stage(cfg, run, stage, model, tok, data, peft_config, device, offset,
             trainer = build_sft_trainer(cfg, run, model, tok, data, peft_config, device, callbacks)
         else:
             trainer = build_grpo_trainer(cfg, run, model, tok, data, peft_config, device, bridge, callbacks)
+        # Our ProgressCallback and metrics.jsonl replace the trainer's dict printing.
+        trainer.remove_callback(PrinterCallback)
         log.info("%s: %d training rows, %s steps", stage, len(data.train), trainer.args.max_steps)
         trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
     finally:

@@ -1,0 +1,402 @@
+"""Read a data source (a JSONL, CSV, Parquet or JSON file, or a Hugging Face dataset id) into plain rows.
+
+`read_source(source)` returns a `RawTable`: a list of dicts plus where each row came from ("line 7" for
+JSONL and CSV, "row 3" otherwise), so later checks can name the line to fix. The file type comes from the
+extension, but the first bytes win when the extension lies (a `.jsonl` holding one JSON array is still read,
+with a note; a `.parquet` that is really a ZIP is refused). Problems are collected across the whole file and
+raised once as `DataProblems`, so a person fixes every bad line in one go.
+
+This module knows nothing about formats (messages, prompt/completion); that is `data_rows.py`.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO, Callable
+
+from .errors import DataError
+
+EXTENSIONS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".tsv": "csv",
+              ".parquet": "parquet", ".pq": "parquet"}
+KIND_NAMES = {"jsonl": "JSON Lines", "json": "JSON", "csv": "CSV", "parquet": "Parquet", "hub": "Hugging Face"}
+UPLOAD_HINT = "Upload a .jsonl, .csv, .parquet or .json file."
+SHOWN_PROBLEMS = 5
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
+
+Progress = Callable[[int, int], None]  # (bytes read so far, total bytes)
+
+
+class DataProblems(DataError):
+    """Several located problems in one source. The message shows the first few and counts the rest;
+    `.problems` keeps all of them (each starting with its place, e.g. "line 7: ...") for reports."""
+
+    def __init__(self, name: str, problems: list[str], advice: str, what: str = "rows"):
+        self.name, self.problems, self.advice = name, list(problems), advice
+        n = len(problems)
+        places = len({p.split(":", 1)[0] for p in problems})  # a row can have several problems
+        shown = "\n".join(f"  - {p}" for p in problems[:SHOWN_PROBLEMS])
+        more = f"\n  ... and {n - SHOWN_PROBLEMS} more." if n > SHOWN_PROBLEMS else ""
+        noun = what if places != 1 else what.rstrip("s")
+        count = f" ({n} problems)" if n != places else ""
+        super().__init__(f"{name}: {places} {noun} cannot be used{count}:\n{shown}{more}\n{advice}")
+
+
+@dataclass
+class RawTable:
+    """Rows as read, before any format checks."""
+
+    name: str  # how messages name the source: the path as given, or the dataset id
+    kind: str  # jsonl | json | csv | parquet | hub
+    rows: list[dict]
+    numbers: list[int] | None = None  # per row: its file line (JSONL, CSV) or its 1-based row number
+    unit: str = "row"  # "line" when `numbers` are file lines
+    notes: list[str] = field(default_factory=list)
+
+    def __post_init__(self):
+        if self.numbers is None:
+            self.numbers = list(range(1, len(self.rows) + 1))
+
+    def where(self, i: int) -> str:
+        return f"{self.unit} {self.numbers[i]}"
+
+    @property
+    def columns(self) -> list[str]:
+        """Every key seen, in first-seen order (JSONL rows may differ in their keys)."""
+        seen: dict[str, None] = {}
+        for row in self.rows:
+            for key in row:
+                if key not in seen:
+                    seen[key] = None
+        return list(seen)
+
+    def subset(self, indices: list[int]) -> "RawTable":
+        """Some rows, keeping their original numbers: "row 57" still means row 57 of the file after a split."""
+        return RawTable(self.name, self.kind, [self.rows[i] for i in indices], [self.numbers[i] for i in indices],
+                        self.unit, list(self.notes))
+
+
+def read_source(source: str, split: str = "train", progress: Progress | None = None) -> RawTable:
+    """Read `source` (a file path, or a Hugging Face dataset id when no such file exists)."""
+    path = Path(source).expanduser()
+    if path.is_dir():
+        raise DataError(f"{source} is a folder, not a data file. {UPLOAD_HINT}")
+    if not path.is_file():
+        if _looks_like_hub_id(source):
+            return _read_hub(source, split)
+        raise DataError(f"Data file {source} does not exist. Check the path (a relative path is read from the "
+                        f"config file's folder) or upload the file again.")
+    size = path.stat().st_size
+    if size == 0:
+        raise DataError(f"{source} is empty. {UPLOAD_HINT}")
+    with open(path, "rb") as fh:
+        head = fh.read(8192)
+    kind, note = _sniff(source, path, head)
+    notes = [note] if note else []
+    if kind == "parquet":
+        table = _read_parquet(source, path)
+    elif kind == "csv":
+        table = _read_csv(source, path)
+    elif kind == "json":
+        table = _read_json(source, path.read_bytes())
+    else:
+        with open(path, "rb") as fh:
+            table = _read_jsonl(source, fh, size, progress)
+    table.notes[:0] = notes
+    if not table.rows:
+        raise DataError(f"{source} holds no rows. {UPLOAD_HINT}")
+    return table
+
+
+# ---------------------------------------------------------------- telling the type
+
+
+def _looks_like_hub_id(source: str) -> bool:
+    return bool(_HUB_ID.match(source)) and Path(source).suffix.lower() not in EXTENSIONS and ".." not in source
+
+
+def _sniff(name: str, path: Path, head: bytes) -> tuple[str, str]:
+    """(kind, note): the kind the bytes say, and a note when that differs from the extension."""
+    ext = path.suffix.lower()
+    claimed = EXTENSIONS.get(ext)
+    if head.startswith(b"PAR1"):
+        kind = "parquet"
+    elif head.startswith(b"PK\x03\x04"):
+        raise DataError(f"{name} is a ZIP archive, not a {KIND_NAMES.get(claimed, 'data')} file (an Excel "
+                        f"workbook is a ZIP too). Unzip it, or save the sheet as CSV. {UPLOAD_HINT}")
+    elif head.startswith(b"\x1f\x8b"):
+        raise DataError(f"{name} is gzip-compressed. Decompress it first. {UPLOAD_HINT}")
+    elif head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        raise DataError(f"{name} is saved as UTF-16 text. Save it as UTF-8 (in most editors: Save As, "
+                        f"encoding UTF-8) and upload it again.")
+    elif b"\x00" in head:
+        raise DataError(f"{name} is a binary file, not {KIND_NAMES.get(claimed, 'text')} data. {UPLOAD_HINT}")
+    else:
+        kind = _text_kind(head, claimed)
+        if kind == "text":
+            raise DataError(f"{name} is not a Parquet file (those start with `PAR1`), nor JSON or CSV text. "
+                            f"Export it again. {UPLOAD_HINT}")
+    if claimed is None:
+        return kind, f"{name} has no known extension; read it as {KIND_NAMES[kind]} by its content."
+    if kind == claimed or (claimed == "json" and kind == "jsonl"):
+        return kind, ""  # a broken .json is read line by line to name its bad lines; no note needed
+    if kind == "json" and claimed == "jsonl":
+        return kind, f"{name} is one JSON array, not JSON Lines (one object per line); read it as a JSON array."
+    return kind, f"{name} is named {ext} but holds {KIND_NAMES[kind]}; read it as {KIND_NAMES[kind]}."
+
+
+def _text_kind(head: bytes, claimed: str | None) -> str:
+    text = head.decode("utf-8", errors="replace").lstrip("\ufeff \t\r\n")
+    first_line = text.split("\n", 1)[0].strip()
+    if text.startswith("["):
+        return "json"
+    if text.startswith("{"):
+        # A one-document JSON file ({"data": [...]}) is told apart from JSON Lines while reading it.
+        return "json" if claimed == "json" else "jsonl"
+    if claimed in ("json", "jsonl") and not _looks_like_csv_header(first_line):
+        return "jsonl"  # broken JSON: reading it line by line names the bad lines
+    if claimed == "parquet" and not _looks_like_csv_header(first_line):
+        return "text"  # refused by the caller, which knows the file name
+    return "csv"
+
+
+def _looks_like_csv_header(line: str) -> bool:
+    for sep in (",", ";", "\t", "|"):
+        cells = [c.strip().strip('"') for c in line.split(sep)]
+        if len(cells) >= 2 and all(re.fullmatch(r"[\w .-]{1,64}", c) for c in cells if c):
+            return True
+    return False
+
+
+# ---------------------------------------------------------------- readers
+
+
+def _utf8_problem(name: str, data: bytes, err: UnicodeDecodeError) -> str:
+    line = data[:err.start].count(b"\n") + 1
+    return (f"{name}: line {line} is not UTF-8 text (byte 0x{data[err.start]:02x} at byte offset {err.start}). "
+            f"Save the file as UTF-8 (in most editors: Save As, encoding UTF-8) and upload it again.")
+
+
+def _decode_whole(name: str, data: bytes) -> str:
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise DataError(_utf8_problem(name, data, err)) from None
+
+
+JSONL_ADVICE = ('Each line must be one JSON object, such as {"prompt": "2+2=", "completion": "4"}. Fix those '
+                'lines and load the file again.')
+
+
+def _read_jsonl(name: str, fh: BinaryIO, size: int, progress: Progress | None = None) -> RawTable:
+    """Line by line from a binary file, so errors carry line numbers and the file is read once."""
+    rows: list[dict] = []
+    lines: list[int] = []
+    problems: list[str] = []
+    blank = 0
+    offset = 0
+    for lineno, raw in enumerate(fh, 1):
+        start, offset = offset, offset + len(raw)
+        if progress is not None and lineno % 4096 == 0:
+            progress(offset, size)
+        if lineno == 1 and raw.startswith(codecs.BOM_UTF8):
+            raw, start = raw[3:], start + 3
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            problems.append(f"line {lineno}: not UTF-8 text (byte 0x{raw[err.start]:02x} at byte offset "
+                            f"{start + err.start}); save the file as UTF-8")
+            continue
+        if not text.strip():
+            blank += 1
+            continue
+        try:
+            # Without the line break, a line cut short reports its real end column, not "column 1".
+            obj = json.loads(text.rstrip("\r\n"))
+        except json.JSONDecodeError as err:
+            if lineno == 1 and text.lstrip().startswith("{"):
+                whole = _try_one_document(name, fh)
+                if whole is not None:
+                    return whole
+            problems.append(f"line {lineno}: bad JSON: {err.msg} (column {err.colno})")
+            continue
+        if not isinstance(obj, dict):
+            problems.append(f"line {lineno}: a JSON {_json_type(obj)}, but each line must be an object {{...}}")
+            continue
+        rows.append(obj)
+        lines.append(lineno)
+    if progress is not None:
+        progress(size, size)
+    if problems:
+        raise DataProblems(name, problems, JSONL_ADVICE, what="lines")
+    notes = [f"Skipped {blank} blank line{'s' if blank != 1 else ''}."] if blank else []
+    return RawTable(name, "jsonl", rows, lines, "line", notes)
+
+
+def _try_one_document(name: str, fh: BinaryIO) -> RawTable | None:
+    """A `.jsonl` whose first line is not a whole object may be one pretty-printed JSON document."""
+    fh.seek(0)
+    try:
+        obj = json.loads(fh.read().decode("utf-8-sig"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        fh.seek(0)
+        fh.readline()  # back to where line-by-line reading stopped
+        return None
+    table = _rows_from_json(name, obj)
+    table.notes.insert(0, f"{name} is one JSON document, not JSON Lines (one object per line); read it as JSON.")
+    return table
+
+
+def _read_json(name: str, data: bytes) -> RawTable:
+    text = _decode_whole(name, data)
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as err:
+        if err.msg == "Extra data" and text.lstrip().startswith("{"):
+            # Several objects one after another: JSON Lines under a .json name.
+            table = _read_jsonl(name, io.BytesIO(data), len(data))
+            table.notes.insert(0, f"{name} holds one JSON object per line (JSON Lines); read it as JSON Lines.")
+            return table
+        raise DataError(f"{name}: bad JSON at line {err.lineno}, column {err.colno}: {err.msg}. Fix it there, or "
+                        f"save the data as JSON Lines (one object per line) so each bad row is named.") from None
+    return _rows_from_json(name, obj)
+
+
+def _rows_from_json(name: str, obj) -> RawTable:
+    notes = []
+    if isinstance(obj, dict):
+        lists = [k for k, v in obj.items() if isinstance(v, list) and v and all(isinstance(x, dict) for x in v)]
+        if len(lists) != 1:
+            found = f"several lists of rows ({', '.join(lists)})" if lists else "no list of rows"
+            raise DataError(f"{name} is a JSON object with {found}. Give an array of row objects, "
+                            f'[{{"prompt": ...}}, ...], or an object with one such list, {{"data": [...]}}.')
+        notes.append(f"Read the {len(obj[lists[0]])} rows under \"{lists[0]}\" in {name}.")
+        obj = obj[lists[0]]
+    if not isinstance(obj, list):
+        raise DataError(f"{name} holds a JSON {_json_type(obj)}; it must be an array of row objects. {UPLOAD_HINT}")
+    problems = [f"row {i + 1}: a JSON {_json_type(x)}, but each row must be an object {{...}}"
+                for i, x in enumerate(obj) if not isinstance(x, dict)]
+    if problems:
+        raise DataProblems(name, problems, 'Each item of the array must be an object such as {"prompt": "..."}.')
+    return RawTable(name, "json", obj, notes=notes)
+
+
+def _json_type(obj) -> str:
+    return {list: "list", str: "string", int: "number", float: "number", bool: "true/false",
+            type(None): "null", dict: "object"}.get(type(obj), type(obj).__name__)
+
+
+CSV_ADVICE = ("Each row needs one value per header column; quote values that contain the separator or line "
+              "breaks (\"like, this\"). Fix those rows and load the file again.")
+
+
+def _read_csv(name: str, path: Path) -> RawTable:
+    data = path.read_bytes()
+    text = _decode_whole(name, data)
+    delimiter = "\t" if path.suffix.lower() == ".tsv" else _sniff_delimiter(text)
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    try:
+        header = next(reader, None)
+        while header is not None and not any(c.strip() for c in header):
+            header = next(reader, None)
+        if header is None:
+            raise DataError(f"{name} is empty. {UPLOAD_HINT}")
+        header = [h.strip() for h in header]
+        _check_header(name, header)
+        rows, lines, problems, blank = [], [], [], 0
+        end = reader.line_num
+        for record in reader:
+            start, end = end + 1, reader.line_num
+            if not any(c.strip() for c in record):
+                blank += 1
+                continue
+            if len(record) != len(header):
+                problems.append(f"line {start}: {len(record)} values, but the header has {len(header)} columns")
+                continue
+            rows.append(dict(zip(header, record)))
+            lines.append(start)
+    except csv.Error as err:
+        raise DataError(f"{name}: CSV cannot be parsed near line {reader.line_num}: {err}. {CSV_ADVICE}") from None
+    if problems:
+        raise DataProblems(name, problems, CSV_ADVICE)
+    if not rows:
+        raise DataError(f"{name} has a header ({', '.join(header)}) but no rows. Add rows under the header.")
+    notes = []
+    if delimiter not in (",", "\x1f"):
+        notes.append(f"{name}: values are separated by {_DELIM_NAMES.get(delimiter, repr(delimiter))}.")
+    if blank:
+        notes.append(f"Skipped {blank} empty row{'s' if blank != 1 else ''} in {name}.")
+    unnamed = [h for h in header if not h]
+    if unnamed:
+        # Spreadsheets often export a trailing empty column; it carries no data, so say so and drop it.
+        if all(not row.get("", "").strip() for row in rows):
+            for row in rows:
+                row.pop("", None)
+            notes.append(f"Dropped an empty column without a header name in {name}.")
+        else:
+            raise DataError(f"{name}: a header column has no name but holds values. Name it in the first row.")
+    return RawTable(name, "csv", rows, lines, "line", notes)
+
+
+_DELIM_NAMES = {";": "semicolons", "\t": "tabs", "|": "vertical bars", ",": "commas"}
+
+
+def _sniff_delimiter(text: str) -> str:
+    """The separator the header line uses. Column names rarely hold separators, while values often hold commas,
+    so the header is a surer guide than csv.Sniffer's vote over all lines."""
+    header = text.lstrip("\r\n").split("\n", 1)[0]
+    counts = {d: header.count(d) for d in (",", ";", "\t", "|")}
+    best = max(counts, key=counts.get)
+    if counts[best]:
+        return best
+    # One column: no separator at all, so commas in its values stay text (quoting still works).
+    return "\x1f"
+
+
+def _check_header(name: str, header: list[str]) -> None:
+    named = [h for h in header if h]
+    dupes = sorted({h for h in named if named.count(h) > 1})
+    if dupes:
+        raise DataError(f"{name}: the header names column {', '.join(f'`{d}`' for d in dupes)} more than once. "
+                        f"Give every column a distinct name in the first row.")
+
+
+def _read_parquet(name: str, path: Path) -> RawTable:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowException, OSError) as err:
+        raise DataError(f"{name} cannot be read as Parquet ({err}). Export it again, or save it as JSON Lines "
+                        f"or CSV.") from None
+    return RawTable(name, "parquet", table.to_pylist())
+
+
+def _read_hub(dataset_id: str, split: str) -> RawTable:
+    import datasets
+    from huggingface_hub import constants
+
+    try:
+        ds = datasets.load_dataset(dataset_id, split=split)
+    except Exception as err:  # noqa: BLE001 - the Hub raises many types; all mean "cannot get it here"
+        offline = constants.HF_HUB_OFFLINE or "offline" in str(err).lower() or isinstance(err, ConnectionError)
+        if offline:
+            raise DataError(f"`{dataset_id}` is not a file here, and the Hugging Face Hub is unreachable (offline), "
+                            f"so it cannot be loaded as a dataset id. {UPLOAD_HINT}") from None
+        if "split" in str(err).lower():
+            raise DataError(f"Dataset `{dataset_id}` has no split `{split}` ({err}). Set `data.split` to one of "
+                            f"its splits.") from None
+        raise DataError(f"`{dataset_id}` is not a file here and could not be loaded from the Hugging Face Hub "
+                        f"({type(err).__name__}: {err}). Check the id (and access to gated datasets), or "
+                        f"{UPLOAD_HINT[0].lower()}{UPLOAD_HINT[1:]}") from None
+    if not isinstance(ds, datasets.Dataset):
+        raise DataError(f"`{dataset_id}` did not give one split. Set `data.split`, e.g. `train`.")
+    table = RawTable(dataset_id, "hub", ds.to_list())
+    table.notes.append(f"Loaded {len(ds)} rows of `{dataset_id}` (split `{split}`) from the Hugging Face Hub.")
+    return table

@@ -1,0 +1,226 @@
+"""Build the built-in offline demo model ("model: tiny") from scratch, on CPU.
+
+    python scripts/build_tiny.py                     # writes finetuner/assets/tiny/
+    python scripts/build_tiny.py --out /tmp/tiny --seed 3 --tries 1
+    python scripts/build_tiny.py --check-only finetuner/assets/tiny
+
+A ~0.45M-parameter Llama with a character-level tokenizer is pre-trained on a
+synthetic corpus (`make_doc`) so that it adds two-digit numbers and answers
+arithmetic questions in chat, but never in the demo's target format
+"Answer: N". SFT then has a format to teach and RFT an accuracy to raise;
+LoRA-only RFT on an untrained model would learn nothing.
+
+Whether the model "gets" addition within the step budget depends on the seed
+(accuracy jumps suddenly), so each build is checked on held-out problems and
+retried with the next seed when it falls short; the best try is kept.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import re
+import shutil
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM  # noqa: E402
+
+from finetuner import arith  # noqa: E402
+from finetuner.tiny import CHARS, EOT, IM_END, IM_START, TINY_DIR, build_tokenizer  # noqa: E402
+
+SEQ_LEN, BATCH, LR, WARMUP = 64, 64, 3e-3, 100
+PROBE_ROWS = 400  # held-out problems per quality check
+
+# A build passes when, on held-out problems, the plain "a+b=" probe and the chat
+# answers (in any style) are mostly right, and the chat answers almost never use
+# the demo's target format (SFT must have something to teach).
+MIN_SUM_ACC, MIN_CHAT_ANSWERED, MAX_CHAT_FORMAT = 0.5, 0.5, 0.05
+
+# Pre-training styles. None of them is "Answer: N" -- that is the SFT demo's job.
+SUM_STYLES = ["{a}+{b}={c}", "{a} + {b} = {c}", "{a} plus {b} is {c}", "{a} and {b} make {c}.", "The sum of {a} and {b} is {c}."]
+CHAT_STYLES = ["The sum is {c}.", "{c}", "= {c}", "It's {c}.", "{a}+{b}={c}", "That makes {c}.", "{a} plus {b} is {c}."]
+SMALL_TALK = [
+    ("Hi!", "Hello! How can I help?"),
+    ("Who are you?", "I am a tiny model that adds numbers."),
+    ("Thanks!", "You're welcome."),
+    ("Can you add numbers?", "Yes, ask me a sum."),
+    ("What can you do?", "I can add two numbers."),
+    ("Say hello.", "Hello!"),
+]
+
+
+def chatml(user: str, assistant: str) -> str:
+    return f"{IM_START}user\n{user}{IM_END}\n{IM_START}assistant\n{assistant}{IM_END}\n"
+
+
+def make_doc(rng: random.Random) -> str:
+    """One pre-training document: ~40 % plain sums, ~50 % chat, ~10 % every printable character."""
+    r = rng.random()
+    if r < 0.4:
+        p = arith.make_problem(rng, "train")
+        return rng.choice(SUM_STYLES).format(a=p["a"], b=p["b"], c=p["answer"])
+    if r < 0.9:
+        if rng.random() < 0.1:
+            return chatml(*rng.choice(SMALL_TALK))
+        p = arith.make_problem(rng, "train")
+        return chatml(p["question"], rng.choice(CHAT_STYLES).format(a=p["a"], b=p["b"], c=p["answer"]))
+    # A character never seen in pre-training keeps its random embedding and
+    # derails sampling later, so every printable character must show up.
+    return "".join(rng.choice(CHARS) for _ in range(rng.randint(8, 40)))
+
+
+def make_batch(rng: random.Random, vocab: dict[str, int], tok) -> torch.Tensor:
+    """BATCH rows of SEQ_LEN token ids, each row documents joined by <|endoftext|>."""
+    rows = []
+    for _ in range(BATCH):
+        ids: list[int] = []
+        while len(ids) < SEQ_LEN:
+            ids += tok.encode(make_doc(rng), add_special_tokens=False) + [vocab[EOT]]
+        rows.append(ids[:SEQ_LEN])
+    return torch.tensor(rows)
+
+
+def model_config(tok) -> LlamaConfig:
+    # Llama, not Qwen2: a Qwen2 config makes AutoTokenizer swap in a Qwen tokenizer.
+    return LlamaConfig(
+        vocab_size=len(tok), hidden_size=96, intermediate_size=384, num_hidden_layers=3,
+        num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=256,
+        tie_word_embeddings=True, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
+        bos_token_id=None,
+    )
+
+
+def train(seed: int, steps: int, tok) -> tuple[LlamaForCausalLM, float]:
+    """Pre-train one model; returns it and the seconds taken."""
+    torch.manual_seed(seed)
+    rng = random.Random(seed)
+    model = LlamaForCausalLM(model_config(tok))
+    n_params = sum(p.numel() for p in model.parameters())
+    print(f"[seed {seed}] {n_params / 1e6:.2f}M parameters, {steps} steps of {BATCH}x{SEQ_LEN} tokens", flush=True)
+    opt = torch.optim.AdamW(model.parameters(), lr=LR, betas=(0.9, 0.95), weight_decay=0.01)
+
+    def lr_at(step: int) -> float:  # linear warmup, cosine decay to 10 %
+        if step < WARMUP:
+            return (step + 1) / WARMUP
+        t = (step - WARMUP) / max(steps - WARMUP, 1)
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+    vocab = tok.get_vocab()
+    model.train()
+    start = time.time()
+    for step in range(steps):
+        ids = make_batch(rng, vocab, tok)
+        loss = model(input_ids=ids, labels=ids).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        if step % 250 == 0 or step == steps - 1:
+            print(f"[seed {seed}] step {step:5d}  loss {loss.item():.3f}  {time.time() - start:6.0f}s", flush=True)
+    model.eval()
+    return model, time.time() - start
+
+
+def check(model, tok) -> dict:
+    """Held-out quality: plain-sum probe, and chat answers (any style vs. the target format)."""
+    rng = random.Random(1234)
+    pairs = arith.pairs("eval")
+    rng.shuffle(pairs)
+    pairs = pairs[:PROBE_ROWS]
+    sums = arith.generate(model, tok, [f"{a}+{b}=" for a, b in pairs], max_new_tokens=4, chat=False)
+    sum_acc = sum(bool(re.match(rf"{a + b}(?!\d)", s)) for (a, b), s in zip(pairs, sums)) / len(pairs)
+
+    rows = arith.eval_rows(PROBE_ROWS)
+    texts = arith.generate(model, tok, [r["prompt"] for r in rows], max_new_tokens=20)
+    n = len(rows)
+    return {
+        "sum_accuracy": round(sum_acc, 4),
+        "chat_answered": round(sum(arith.last_int(t) == int(r["answer"]) for t, r in zip(texts, rows)) / n, 4),
+        "chat_format": round(sum(arith.is_format(t) for t in texts) / n, 4),
+        "chat_accuracy": round(sum(arith.is_correct(t, r["answer"]) for t, r in zip(texts, rows)) / n, 4),
+        "chat_examples": [f"{r['prompt']} -> {t!r}" for r, t in list(zip(rows, texts))[:5]],
+    }
+
+
+def passes(q: dict) -> bool:
+    return q["sum_accuracy"] >= MIN_SUM_ACC and q["chat_answered"] >= MIN_CHAT_ANSWERED and q["chat_format"] <= MAX_CHAT_FORMAT
+
+
+def save(model, tok, out: Path, report: dict) -> None:
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    model.save_pretrained(out, safe_serialization=True)
+    # Stop at the end of the assistant turn; sampling settings are left to the caller.
+    GenerationConfig(eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id).save_pretrained(out)
+    tok.save_pretrained(out)
+    # Name the class explicitly so AutoTokenizer never guesses one from the model type.
+    cfg_path = out / "tokenizer_config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["tokenizer_class"] = "PreTrainedTokenizerFast"
+    cfg_path.write_text(json.dumps(cfg, indent=2) + "\n")
+    (out / "build_report.json").write_text(json.dumps(report, indent=2) + "\n")
+
+
+def check_only(path: str) -> int:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path)
+    q = check(model, tok)
+    print(json.dumps({**q, "passes": passes(q)}, indent=2))
+    return 0 if passes(q) else 1
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default=str(TINY_DIR), help="output folder (replaced)")
+    ap.add_argument("--seed", type=int, default=0, help="first seed to try")
+    ap.add_argument("--steps", type=int, default=3000)
+    ap.add_argument("--tries", type=int, default=3, help="seeds to try until one passes the check")
+    ap.add_argument("--check-only", metavar="DIR", help="evaluate an existing build and print the report")
+    args = ap.parse_args(argv)
+
+    torch.set_num_threads(2)  # results depend on the thread count; keep it fixed
+    if args.check_only:
+        return check_only(args.check_only)
+
+    tok = build_tokenizer()
+    best = None
+    for seed in range(args.seed, args.seed + args.tries):
+        model, seconds = train(seed, args.steps, tok)
+        q = check(model, tok)
+        ok = passes(q)
+        print(f"[seed {seed}] {json.dumps({k: v for k, v in q.items() if k != 'chat_examples'})}  passes={ok}", flush=True)
+        if best is None or q["chat_answered"] > best[1]["chat_answered"]:
+            best = (model, q, seed, seconds)
+        if ok:
+            break
+    model, q, seed, seconds = best
+    report = {
+        "seed": seed, "steps": args.steps, "seconds": round(seconds, 1), "threads": torch.get_num_threads(),
+        "batch": BATCH, "seq_len": SEQ_LEN, "lr": LR, "probe_rows": PROBE_ROWS, "passes": passes(q),
+        "torch": torch.__version__, **q,
+    }
+    save(model, tok, Path(args.out), report)
+    print(json.dumps(report, indent=2))
+    print(f"wrote {args.out}")
+    if not report["passes"]:
+        print("WARNING: no seed passed the quality check; kept the best one", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,167 @@
+"""Tests of the built-in tiny model (finetuner/tiny.py, assets/tiny) and the arithmetic task (finetuner/arith.py).
+
+The fast tests load only the committed model. The `slow` test rebuilds the model
+from scratch (~5 minutes on 2 CPU cores) and compares it with the committed build report.
+"""
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from finetuner import arith  # noqa: E402
+from finetuner.errors import ModelError  # noqa: E402
+from finetuner.tiny import CHARS, TINY_DIR, build_tokenizer, tiny_path  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return build_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def committed():
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = tiny_path()
+    return AutoModelForCausalLM.from_pretrained(path), AutoTokenizer.from_pretrained(path)
+
+
+# --- tokenizer -------------------------------------------------------------
+
+def test_round_trip_all_printable(tok):
+    text = "".join(CHARS) + "  double  spaces\n\tand tabs "
+    ids = tok.encode(text, add_special_tokens=False)
+    assert len(ids) == len(text)  # one token per character
+    assert tok.decode(ids) == text
+
+
+def test_unknown_char_is_unk(tok):
+    ids = tok.encode("a\u20acb\u00e9", add_special_tokens=False)
+    assert ids == [tok.convert_tokens_to_ids("a"), tok.unk_token_id, tok.convert_tokens_to_ids("b"), tok.unk_token_id]
+
+
+def test_special_tokens(tok):
+    assert tok.eos_token == "<|im_end|>" and tok.pad_token == "<pad>" and tok.unk_token == "<unk>"
+    assert tok.pad_token_id != tok.eos_token_id
+    # Special tokens in text are single ids, not spelled out character by character.
+    assert len(tok.encode("<|im_start|><|im_end|><|endoftext|>", add_special_tokens=False)) == 3
+
+
+def test_chat_template_chatml_and_assistant_mask(tok):
+    msgs = [{"role": "user", "content": "What is 2+3?"}, {"role": "assistant", "content": "Answer: 5"}]
+    text = tok.apply_chat_template(msgs, tokenize=False)
+    assert text == "<|im_start|>user\nWhat is 2+3?<|im_end|>\n<|im_start|>assistant\nAnswer: 5<|im_end|>\n"
+    prompt = tok.apply_chat_template(msgs[:1], tokenize=False, add_generation_prompt=True)
+    assert prompt.endswith("<|im_end|>\n<|im_start|>assistant\n")
+
+    out = tok.apply_chat_template(msgs, return_assistant_tokens_mask=True, return_dict=True)
+    marked = [i for i, m in zip(out["input_ids"], out["assistant_masks"]) if m]
+    # The answer and its closing <|im_end|> are trained; nothing else is.
+    assert tok.decode(marked) == "Answer: 5<|im_end|>"
+
+
+def test_saved_tokenizer_reloads_identically(tok, tmp_path):
+    from transformers import AutoTokenizer
+
+    tok.save_pretrained(tmp_path)
+    (tmp_path / "config.json").write_text((TINY_DIR / "config.json").read_text())
+    again = AutoTokenizer.from_pretrained(tmp_path)
+    text = "".join(CHARS) + "<|im_start|>x\u20ac"
+    assert again.encode(text) == tok.encode(text)
+    assert again.chat_template == tok.chat_template
+
+
+# --- committed model -------------------------------------------------------
+
+def test_committed_model_loads_and_generates(committed, tok):
+    model, ctok = committed
+    assert model.config.model_type == "llama"
+    assert sum(p.numel() for p in model.parameters()) < 1_000_000
+    assert ctok.encode("".join(CHARS)) == tok.encode("".join(CHARS))
+    out = arith.generate(model, ctok, ["What is 23+45?", "Hi!"], max_new_tokens=12)
+    assert len(out) == 2 and all(isinstance(t, str) for t in out)
+
+
+def test_committed_model_answers_in_other_styles(committed):
+    """Base model: knows sums, but not the demo's "Answer: N" format (SFT has something to teach)."""
+    model, ctok = committed
+    rows = arith.eval_rows(64)
+    texts = arith.generate(model, ctok, [r["prompt"] for r in rows], max_new_tokens=20)
+    answered = sum(arith.last_int(t) == int(r["answer"]) for t, r in zip(texts, rows)) / len(rows)
+    assert answered >= 0.4
+    assert arith.evaluate(model, ctok, rows)["format"] <= 0.1
+
+
+def test_tiny_path_missing_says_how_to_rebuild(monkeypatch, tmp_path):
+    import finetuner.tiny as tiny
+
+    monkeypatch.setattr(tiny, "TINY_DIR", tmp_path / "nope")
+    with pytest.raises(ModelError, match="scripts/build_tiny.py"):
+        tiny.tiny_path()
+
+
+# --- arithmetic task -------------------------------------------------------
+
+def test_rows_deterministic_and_disjoint():
+    assert arith.sft_rows(50) == arith.sft_rows(50)
+    assert arith.rft_rows(50) == arith.rft_rows(50)
+    assert arith.eval_rows(50) == arith.eval_rows(50)
+    assert arith.sft_rows(50, seed=5) != arith.sft_rows(50)
+
+    train_q = {r["messages"][0]["content"] for r in arith.sft_rows(2000)} | {r["prompt"] for r in arith.rft_rows(5000)}
+    eval_rows = arith.eval_rows(500)
+    assert len({r["prompt"] for r in eval_rows}) == 500  # distinct problems
+    assert not train_q & {r["prompt"] for r in eval_rows}
+    # Disjoint by problem, not just by phrasing: the hash split ignores operand order.
+    assert all(arith.split_of(a, b) == arith.split_of(b, a) for a in range(10, 100) for b in range(10, 100))
+    assert 0.08 < len(arith.pairs("eval")) / 8100 < 0.18
+
+
+def test_row_shapes():
+    for row in arith.sft_rows(20):
+        user, assistant = row["messages"]
+        assert (user["role"], assistant["role"]) == ("user", "assistant")
+        a, b = map(int, re.findall(r"\d+", user["content"]))
+        assert assistant["content"] == f"Answer: {a + b}"
+    r = arith.rft_rows(1)[0]
+    assert set(r) == {"prompt", "answer"} and isinstance(r["prompt"], str) and r["answer"].isdigit()
+    p = arith.make_problem(__import__("random").Random(0))
+    assert int(p["answer"]) == p["a"] + p["b"] and str(p["a"]) in p["question"]
+
+
+def test_format_correct_reward():
+    assert arith.is_format("Answer: 68") and arith.is_format(" Answer: 68\n")
+    assert not arith.is_format("The sum is 68.") and not arith.is_format("Answer: 68. Done")
+    assert not arith.is_format("answer: 68") and not arith.is_format("Answer:68")
+    assert arith.is_correct("Answer: 68", "68") and arith.is_correct("Answer: 68", 68)
+    assert not arith.is_correct("Answer: 67", "68") and not arith.is_correct("68", "68")
+    assert arith.reward("Answer: 68", "68") == pytest.approx(1.1)
+    assert arith.reward("Answer: 67", "68") == pytest.approx(0.1)
+    assert arith.reward("It's 68.", "68") == 0.0
+    assert arith.last_int("The sum is 68.") == 68 and arith.last_int("no") is None
+
+
+# --- rebuild ---------------------------------------------------------------
+
+@pytest.mark.slow
+def test_rebuild_matches_committed_report(tmp_path):
+    """Rebuild with the committed seed (one try) and compare the held-out quality probe."""
+    ref = json.loads((TINY_DIR / "build_report.json").read_text())
+    out = tmp_path / "tiny"
+    cmd = [sys.executable, str(ROOT / "scripts" / "build_tiny.py"), "--out", str(out),
+           "--seed", str(ref["seed"]), "--steps", str(ref["steps"]), "--tries", "1"]
+    subprocess.run(cmd, check=False, timeout=900, cwd=ROOT)
+    new = json.loads((out / "build_report.json").read_text())
+    # Same seed and thread count give nearly the same model; allow for kernel/version noise.
+    assert new["sum_accuracy"] >= ref["sum_accuracy"] - 0.1
+    assert new["chat_answered"] >= ref["chat_answered"] - 0.1
+    assert new["chat_format"] <= 0.05
