@@ -11,7 +11,6 @@ which is what lets a tiny model learn addition at all.
 
 from __future__ import annotations
 
-import string
 from pathlib import Path
 
 from finetuner.errors import ModelError
@@ -23,7 +22,6 @@ SPECIAL_TOKENS = [UNK, PAD, IM_START, IM_END, EOT]
 
 # Every character the model can see: space..~ (95 printable ASCII) plus newline and tab.
 CHARS = [chr(c) for c in range(32, 127)] + ["\n", "\t"]
-assert set(string.printable) == set(CHARS) | {"\r", "\x0b", "\x0c"}
 
 # ChatML. The assistant content *and* its closing <|im_end|> sit inside
 # {% generation %} so TRL's `assistant_only_loss=True` trains the model to answer

@@ -87,13 +87,19 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         for g in graders:
             g.close()
-    if args.json:
+    emit(report, args.json)
+    return 0
+
+
+def emit(report, as_json: bool) -> None:
+    """Print a dry-run report: the readable table, or one JSON object per sample then a summary object."""
+    if as_json:
         for obj in report.rows_json():
             print(json.dumps(obj, ensure_ascii=False))
         print(json.dumps({"summary": report.summary_json()}, ensure_ascii=False))
     else:
         print(report.text())
-    return 0
+    sys.stdout.flush()
 
 
 if __name__ == "__main__":

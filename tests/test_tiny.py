@@ -6,6 +6,7 @@ from scratch (~5 minutes on 2 CPU cores) and compares it with the committed buil
 
 import json
 import os
+import random
 import re
 import subprocess
 import sys
@@ -134,7 +135,7 @@ def test_row_shapes():
         assert assistant["content"] == f"Answer: {a + b}"
     r = arith.rft_rows(1)[0]
     assert set(r) == {"prompt", "answer"} and isinstance(r["prompt"], str) and r["answer"].isdigit()
-    p = arith.make_problem(__import__("random").Random(0))
+    p = arith.make_problem(random.Random(0))
     assert int(p["answer"]) == p["a"] + p["b"] and str(p["a"]) in p["question"]
 
 

@@ -1,0 +1,31 @@
+"""Write this example's data from finetuner/arith.py (run from the repo root: python examples/arithmetic/make_data.py).
+
+train.jsonl   200 labelled rows (prompt, completion "Answer: N", answer): SFT learns the format from them.
+prompts.jsonl 2000 prompts with their answer: the RFT stage samples answers and the graders check them.
+eval.jsonl    200 held-out problems, disjoint from both (arith's hash split), for the demo's measurements.
+"""
+
+import json
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent.parent))  # the repo root, so this runs without installing the package
+
+from finetuner import arith  # noqa: E402
+
+
+def write(name: str, rows: list[dict]) -> None:
+    with open(HERE / name, "w", encoding="utf-8") as fh:
+        for row in rows:
+            fh.write(json.dumps(row) + "\n")
+
+
+def labelled(rows: list[dict]) -> list[dict]:
+    return [{"prompt": r["prompt"], "completion": f"Answer: {r['answer']}", "answer": r["answer"]} for r in rows]
+
+
+if __name__ == "__main__":
+    write("train.jsonl", labelled(arith.rft_rows(200, seed=0)))
+    write("prompts.jsonl", arith.rft_rows(2000, seed=1))
+    write("eval.jsonl", labelled(arith.eval_rows(200, seed=2)))
