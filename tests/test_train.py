@@ -143,3 +143,30 @@ def test_launch_watch_stop_and_resume(tmp_path, data):
     steps = [m["step"] for m in RunFolder(run.path).metrics() if "loss" in m]
     assert steps[-2:] == [stopped_at + 1, stopped_at + 2]
     assert RunFolder(run.path).read_status()["state"] == "finished"
+
+
+def test_rft_scores_eval_split_and_keeps_best_checkpoints(tmp_path, data):
+    run = new_run(tmp_path / "runs", "evalbest")
+    cfg = make_cfg(data, method="rft", rft={"max_steps": 3, "eval_steps": 1, "keep_best": 1})
+    status = train_run(cfg, run)
+    assert status["state"] == "finished", status.get("error")
+    evals = [m for m in run.metrics() if m.get("eval_reward") is not None]
+    assert [m["step"] for m in evals] == [1, 2, 3]
+    assert all(m.get("eval_rewards/digits/mean") is not None for m in evals)
+    best = max(evals, key=lambda m: m["eval_reward"])["step"]
+    kept = sorted(p.name for p in (run.checkpoints / "rft").iterdir())
+    assert kept == sorted({f"checkpoint-{best}", "checkpoint-3"})
+    assert any(s["split"] == "eval" for s in run.samples())
+
+
+def test_failing_grader_stops_the_run_with_a_reason(tmp_path, data):
+    broken = {"name": "broken", "type": "python",
+              "source": "def grade(sample, item):\n    raise ValueError('no answer column')\n"}
+    run = new_run(tmp_path / "runs", "broken")
+    cfg = make_cfg(data, method="rft", graders=[broken, EXACT], rft={"max_steps": 5, "max_grader_error_rate": 0.3})
+    status = train_run(cfg, run)
+    assert status["state"] == "failed"
+    assert "Graders failed on 50%" in status["error"] and "rft.max_grader_error_rate" in status["error"]
+    assert status["step"] == 1  # stopped after the first step, not trained on noise
+    errors = [s["errors"]["broken"] for s in run.samples()]
+    assert errors and all(e["type"] == "runtime_error" and "no answer column" in e["message"] for e in errors)
