@@ -1,0 +1,51 @@
+"""The Gradio app: one module per tab, all built over the engine's and graders' public functions.
+
+    demo = build_app(AppContext("runs")); demo.launch(**launch_kwargs(ctx))
+
+Tab modules each expose `build(ctx, shared)` (create the tab's components and wire its handlers) and keep
+their handlers as plain functions, tested without a browser.
+"""
+
+from __future__ import annotations
+
+from .context import AppContext, Shared, new_project
+
+TITLE = "Finetuner"
+CSS = """
+.ft-help {color: var(--body-text-color-subdued); font-size: 0.9em;}
+.ft-warn {border-left: 4px solid #e0a000; padding-left: 8px;}
+"""
+
+
+def build_app(ctx: AppContext):
+    import gradio as gr
+
+    from . import tab_data, tab_evaluate, tab_graders, tab_monitor, tab_runs, tab_train, welcome
+
+    with gr.Blocks(title=TITLE, analytics_enabled=False) as demo:
+        project = gr.State(new_project())
+        run_id = gr.State("")
+        welcome.header(ctx)
+        with gr.Tabs() as tabs:
+            shared = Shared(project=project, run_id=run_id, tabs=tabs)
+            with gr.Tab("1. Data", id="data"):
+                tab_data.build(ctx, shared)
+            with gr.Tab("2. Graders", id="graders"):
+                tab_graders.build(ctx, shared)
+            with gr.Tab("3. Train", id="train"):
+                tab_train.build(ctx, shared)
+            with gr.Tab("4. Monitor", id="monitor"):
+                tab_monitor.build(ctx, shared)
+            with gr.Tab("5. Evaluate & chat", id="evaluate"):
+                tab_evaluate.build(ctx, shared)
+            with gr.Tab("Runs", id="runs"):
+                tab_runs.build(ctx, shared)
+        welcome.wire_demo_button(ctx, shared)
+    return demo
+
+
+def launch_kwargs(ctx: AppContext) -> dict:
+    import gradio as gr
+
+    return {"theme": gr.themes.Soft(), "css": CSS, "allowed_paths": [str(ctx.runs_dir)], "footer_links": [],
+            "show_error": False}

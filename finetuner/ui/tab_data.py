@@ -1,0 +1,7 @@
+"""Tab: data (placeholder until built)."""
+
+
+def build(ctx, shared):
+    import gradio as gr
+
+    gr.Markdown("This tab is being built.")
