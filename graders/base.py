@@ -55,6 +55,28 @@ class GradeResult:
         return cls(0.0, GradeError(type_, message), log)
 
 
+def combine(graders, results: dict, i: int) -> tuple[dict, float, dict, dict]:
+    """One sample's view across graders: (scores, weighted total, errors, logs).
+
+    `results` maps grader name -> list of GradeResult (index `i` is this sample); a grader with no result
+    yet scores None. A failed grade scores None here (0 in the total) and its error is kept."""
+    scores, errors, logs, total = {}, {}, {}, 0.0
+    for g in graders:
+        got = results.get(g.name)
+        result = got[i] if got is not None else None
+        if result is None:
+            scores[g.name] = None
+            continue
+        scores[g.name] = result.score if result.ok else None
+        if result.ok:
+            total += g.weight * result.score
+        else:
+            errors[g.name] = result.error.to_dict()
+        if result.log:
+            logs[g.name] = result.log
+    return scores, total, errors, logs
+
+
 class GraderFailure(Exception):
     """Raised inside graders for an expected, typed failure; turned into a `GradeResult` by the base class."""
 

@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from finetuner.errors import DataError
-from graders.base import Grader, GraderConfigError, GradeResult, completion_text
+from graders.base import Grader, GraderConfigError, GradeResult, combine, completion_text
 
 
 @dataclass
@@ -215,16 +215,7 @@ def dry_run(graders: list[Grader], rows, *, samples=None, sample_column: str | N
     per_grader = _grade_all(graders, flat_samples, flat_items)
     results = []
     for n, (i, j) in enumerate(index):
-        scores, errors, logs, total = {}, {}, {}, 0.0
-        for g in graders:
-            result = per_grader[g.name][n]
-            scores[g.name] = result.score if result.ok else None
-            if result.ok:
-                total += g.weight * result.score
-            else:
-                errors[g.name] = result.error.to_dict()
-            if result.log:
-                logs[g.name] = result.log
+        scores, total, errors, logs = combine(graders, per_grader, n)
         results.append(SampleResult(i, j, flat_samples[n], scores, total, errors, logs))
     return DryRunReport(graders, results, k)
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import threading
 import time
 
-from graders.base import Grader, GradeResult, completion_text, make_sample
+from graders.base import Grader, GradeResult, combine, completion_text, make_sample
 from graders.templating import to_text
 
 # GRPOTrainer keeps a dataset column named `completion` for itself, so the engine stores a reference answer as
@@ -154,19 +154,7 @@ class RewardBridge:
     def _rows(self, batch: _Batch) -> list[dict]:
         rows = []
         for i, sample in enumerate(batch.samples):
-            scores, errors, logs, total = {}, {}, {}, 0.0
-            for g in self.graders:
-                result = batch.results.get(g.name, [None] * len(batch.samples))[i]
-                if result is None:
-                    scores[g.name] = None
-                    continue
-                scores[g.name] = result.score if result.ok else None
-                if result.ok:
-                    total += g.weight * result.score
-                else:
-                    errors[g.name] = result.error.to_dict()
-                if result.log:
-                    logs[g.name] = result.log
+            scores, total, errors, logs = combine(self.graders, batch.results, i)
             prompt = batch.prompts[i]
             rows.append({"prompt": prompt if isinstance(prompt, str) else to_text(prompt),
                          "completion": sample["output_text"] if isinstance(sample, dict) else

@@ -24,3 +24,33 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+# Tokenizers for data tests: the built-in model's char tokenizer, built without its asset folder, with the
+# tiny model's ChatML template ({% generation %} markers), without the markers (like most Hub models), or
+# with no template at all.
+def _tokenizer(template):
+    from finetuner.tiny import build_tokenizer
+
+    tok = build_tokenizer()
+    tok.chat_template = template
+    return tok
+
+
+@pytest.fixture(scope="session")
+def gen_tok():
+    from finetuner.tiny import CHAT_TEMPLATE
+
+    return _tokenizer(CHAT_TEMPLATE)
+
+
+@pytest.fixture(scope="session")
+def plain_tok():
+    from finetuner.tiny import CHAT_TEMPLATE
+
+    return _tokenizer(CHAT_TEMPLATE.replace("{%- generation %}", "").replace("{%- endgeneration %}", ""))
+
+
+@pytest.fixture(scope="session")
+def bare_tok():
+    return _tokenizer(None)

@@ -1,28 +1,13 @@
 """check_data / check-data: report contents, token lengths and truncation, trained-text preview, exit codes."""
 
+import copy
 import json
 
 import pytest
 
 from finetuner.config import DataConfig
 from finetuner.data import check_data, main_check_data
-from finetuner.tiny import CHAT_TEMPLATE, TINY_DIR, build_tokenizer
-
-
-def _tok(template):
-    tok = build_tokenizer()
-    tok.chat_template = template
-    return tok
-
-
-@pytest.fixture(scope="module")
-def gen_tok():
-    return _tok(CHAT_TEMPLATE)
-
-
-@pytest.fixture(scope="module")
-def plain_tok():
-    return _tok(CHAT_TEMPLATE.replace("{%- generation %}", "").replace("{%- endgeneration %}", ""))
+from finetuner.tiny import TINY_DIR
 
 
 @pytest.fixture(scope="module")
@@ -85,8 +70,8 @@ def test_preview_without_generation_marks_only_the_last_answer(tmp_path, plain_t
     assert any("no {% generation %} markers" in n for n in report.notes)
 
 
-def test_preview_of_plain_prompt_completion_and_text(tmp_path):
-    bare = _tok(None)
+def test_preview_of_plain_prompt_completion_and_text(tmp_path, bare_tok):
+    bare = bare_tok
     report = check_data(write(tmp_path, [{"prompt": "2+2=", "completion": "4"}]), "sft", bare)
     assert report.preview[0].marked == "2+2=⟦4<|im_end|>⟧"
     report = check_data(write(tmp_path, [{"text": "Once upon a time"}]), "sft", bare)
@@ -188,8 +173,9 @@ def test_tiny_tokenizer_trains_assistant_turns_only(tmp_path, tiny_tok):
     assert report.preview[0].marked.endswith("assistant\n⟦4<|im_end|>⟧\n")
 
 
-def test_rows_the_chat_template_refuses_are_named(tmp_path):
-    strict = _tok("{% for m in messages %}{% if m['role'] == 'system' %}"
+def test_rows_the_chat_template_refuses_are_named(tmp_path, gen_tok):
+    strict = copy.deepcopy(gen_tok)
+    strict.chat_template = ("{% for m in messages %}{% if m['role'] == 'system' %}"
                   "{{ raise_exception('System role not supported') }}{% endif %}{{ m['content'] }}{% endfor %}")
     rows = [chat("2+2?", "4"), {"messages": [{"role": "system", "content": "Be brief."}, *chat("1+1?", "2")["messages"]]}]
     report = check_data(write(tmp_path, rows), "sft", strict)

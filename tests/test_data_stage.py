@@ -8,30 +8,6 @@ from finetuner.config import DataConfig, RunConfig
 from finetuner.data import REFERENCE_COLUMN, grader_item, load_stage_data, split_indices
 from finetuner.data_trl import GRPO_RESERVED
 from finetuner.errors import DataError
-from finetuner.tiny import CHAT_TEMPLATE, build_tokenizer
-
-
-def _tok(template):
-    tok = build_tokenizer()
-    tok.chat_template = template
-    return tok
-
-
-@pytest.fixture(scope="module")
-def gen_tok():
-    """ChatML with {% generation %} (the tiny model's tokenizer, built without its asset folder)."""
-    return _tok(CHAT_TEMPLATE)
-
-
-@pytest.fixture(scope="module")
-def plain_tok():
-    """The same ChatML template without generation markers, like most Hub models."""
-    return _tok(CHAT_TEMPLATE.replace("{%- generation %}", "").replace("{%- endgeneration %}", ""))
-
-
-@pytest.fixture(scope="module")
-def bare_tok():
-    return _tok(None)
 
 
 def chat(i, turns=1):
