@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Create .venv and install everything Finetuner needs. Safe to run again (it only adds what is missing).
+# Create .venv and install everything Finetuner needs; `--dev` adds what the tests need (playwright, chromium).
+# Safe to run again (it only adds what is missing).
 # torch goes in first and pinned: otherwise pip may resolve a different, multi-GB build for a dependency.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,7 +10,15 @@ PY=${PYTHON:-python3}
 python -m pip install -q --upgrade pip
 python -m pip install -q "torch==2.13.0"
 python -m pip install -q -r requirements.txt
-if [ "${FINETUNER_BROWSER_TESTS:-1}" = "1" ] && [ -f requirements-dev.txt ]; then
+# --dev: what the tests need too (playwright drives the system's chromium in the browser tests).
+if [ "${1:-}" = "--dev" ]; then
   python -m pip install -q -r requirements-dev.txt
+  if ! command -v chromium >/dev/null 2>&1; then
+    if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+    else
+      echo "note: install chromium (e.g. sudo apt-get install chromium) to run the browser tests" >&2
+    fi
+  fi
 fi
 python -c "import torch, transformers, trl, peft; print('installed: torch', torch.__version__, '| transformers', transformers.__version__, '| trl', trl.__version__, '| peft', peft.__version__)"
