@@ -1,7 +1,279 @@
-"""Tab: data (placeholder until built)."""
+"""Tab 1, Data: upload a file (or name a Hugging Face dataset), say what it is for, and see whether it can train:
+format, rows, columns, token lengths, every problem by line, and a preview through the chat template with the
+trained text highlighted. Column mapping and the evaluation split live here too.
+
+Fills `project["data"]` (path, name, method_hint, format, rows, columns, has_labels, ok, plus token lengths
+for the Train tab's memory estimate) and `project["config"]["data"]` / `["method"]`. Handlers are plain
+functions: `upload_data(ctx, project, file, *settings)`, `use_hub_id(project, hub_id, *settings)`,
+`check(project, *settings)` with settings in the order of `SETTINGS`, and `from_project(project)`.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import gradio as gr
+
+from ..config import DataConfig, help_for, iter_fields
+from ..data import check_data, detect_format, split_indices
+from ..errors import DataError
+from .context import AppContext, Shared, safe
+from .data_view import TOKENIZER_LOCK, display_name, preview_html, report_markdown, save_upload, tokenizer_for
+
+METHODS = [("SFT: learn from labelled answers", "sft"), ("RFT: learn from graders' scores", "rft"),
+           ("SFT then RFT", "sft+rft")]
+EVAL_SHARE, EVAL_FILE = "Hold out a share of the training data", "Use a separate evaluation file"
+COLUMNS = ("messages_column", "prompt_column", "completion_column", "text_column")
+# The settings every check reads, in the order handlers take them after `project`.
+SETTINGS = ("method", "format", *COLUMNS, "split", "eval_mode", "eval_fraction", "max_rows")
+FILE_TYPES = [".jsonl", ".ndjson", ".json", ".csv", ".tsv", ".parquet", ".pq"]
+DEFAULTS = DataConfig()
 
 
-def build(ctx, shared):
-    import gradio as gr
+def _copy(project: dict | None) -> dict:
+    from .context import new_project
 
-    gr.Markdown("This tab is being built.")
+    return copy.deepcopy(project) if project else new_project()
+
+
+def _data_cfg(project: dict) -> dict:
+    return project.setdefault("config", {}).setdefault("data", {})
+
+
+def _with_source(project: dict, path: str) -> dict:
+    project = _copy(project)
+    project["data"] = {"path": path, "name": display_name(path)}
+    _data_cfg(project)["train"] = path
+    return project
+
+
+def upload_data(ctx: AppContext, project, file, *settings):
+    """A new training file: store a sanitised copy, then check it."""
+    if not file:
+        return gr.skip()
+    return check(_with_source(project, str(save_upload(file, ctx.uploads))), *settings)
+
+
+def use_hub_id(project, hub_id, *settings):
+    hub_id = (hub_id or "").strip()
+    if not hub_id:
+        raise DataError("Type a dataset id such as `openai/gsm8k`, or upload a file.")
+    return check(_with_source(project, hub_id), *settings)
+
+
+def upload_side_file(ctx: AppContext, key: str, project, file, *settings):
+    """The evaluation file (`eval`) or the RFT prompts (`rft_train`); a cleared upload removes it."""
+    project = _copy(project)
+    _data_cfg(project)[key] = str(save_upload(file, ctx.uploads)) if file else ""
+    if key == "eval" and file:
+        settings = list(settings)
+        settings[SETTINGS.index("eval_mode")] = EVAL_FILE
+    return check(project, *settings)
+
+
+def _eval_line(project: dict, report, method: str, dcfg: DataConfig, eval_mode: str, seed: int) -> tuple[str, list]:
+    """(the Evaluation row of the table, errors of the side files)."""
+    errors, line = [], ""
+    side = _data_cfg(project)
+    if eval_mode == EVAL_FILE and side.get("eval"):
+        ev = check_data(side["eval"], method, None, dcfg)
+        name = display_name(side["eval"])
+        line = f"`{name}`: {ev.rows:,} rows" if ev.ok else f"`{name}` has problems (below)"
+        errors += [f"Evaluation file: {e.replace(side['eval'], name)}" for e in ev.errors]
+    elif eval_mode == EVAL_FILE:
+        line = "no evaluation file uploaded yet: upload one below, or hold out a share"
+    elif report.rows:
+        held = len(split_indices(report.rows, dcfg.eval_fraction, seed)[1])
+        line = (f"{held:,} of {report.rows:,} rows held out ({dcfg.eval_fraction:.0%}, seed {seed}); "
+                f"{report.rows - held:,} train" if held else "nothing held out (eval fraction 0)")
+    if method == "sft+rft" and side.get("rft_train"):
+        rft = check_data(side["rft_train"], "rft", None, dcfg)
+        name = display_name(side["rft_train"])
+        line += f"<br>RFT prompts: `{name}`, {rft.rows:,} rows" if rft.ok else ""
+        errors += [f"RFT prompts file: {e.replace(side['rft_train'], name)}" for e in rft.errors]
+    return line, errors
+
+
+def check(project, method="sft", fmt="auto", messages_column="", prompt_column="", completion_column="",
+          text_column="", split="train", eval_mode=EVAL_SHARE, eval_fraction=0.1, max_rows=0):
+    """Check the project's data with these settings: (project, status, preview, format, the four column
+    dropdowns, the column-mapping accordion)."""
+    project = _copy(project)
+    path = project.get("data", {}).get("path")
+    if not path:
+        raise DataError("Upload a data file first (JSON Lines, CSV, Parquet or JSON), or type a dataset id.")
+    given = {"messages_column": messages_column, "prompt_column": prompt_column,
+             "completion_column": completion_column, "text_column": text_column}
+    cols = {k: (v or "").strip() or getattr(DEFAULTS, k) for k, v in given.items()}
+    dcfg = DataConfig(train=path, format=fmt or "auto", split=(split or "train").strip() or "train",
+                      eval_fraction=float(eval_fraction or 0.0), max_rows=int(max_rows or 0), **cols)
+    model = project.get("config", {}).get("model", {})
+    tok, tok_note = tokenizer_for(model.get("name"))
+    with TOKENIZER_LOCK:
+        report = check_data(path, method, tok, dcfg, int(model.get("max_length") or 512))
+    seed = int(project.get("config", {}).get("seed", 42))
+    line, side_errors = _eval_line(project, report, method, dcfg, eval_mode, seed)
+    report.errors += side_errors
+    report.ok = report.ok and not side_errors
+    try:
+        has_labels = bool(report.columns) and bool(detect_format(report.columns, "sft", dcfg))
+    except DataError:
+        has_labels = False
+    s = report.lengths
+    project["data"].update(
+        name=display_name(path), method_hint=method, format=report.format, rows=report.rows,
+        columns=report.columns, has_labels=has_labels, ok=report.ok,
+        tokens={"what": s.what, "p95": s.p95, "max": s.max} if s else None)
+    side = _data_cfg(project)
+    side.update(train=path, format=dcfg.format, split=dcfg.split, eval_fraction=dcfg.eval_fraction,
+                max_rows=dcfg.max_rows, **cols)
+    if eval_mode != EVAL_FILE:
+        side["eval"] = ""
+    project["config"]["method"] = method
+    unsure = any("_column" in e and "data." in e for e in report.errors)
+    guess = _guess_columns(report.columns, method) if unsure and cols == _default_columns() else {}
+    if guess:
+        # Detection found no known column but the names are common ones: map them, and say so.
+        mapped = {k: guess.get(k, "") for k in COLUMNS}
+        out = check(project, method, fmt, *(mapped[k] for k in COLUMNS), split, eval_mode, eval_fraction, max_rows)
+        if out[0]["data"]["ok"]:
+            said = ", ".join(f"{k.replace('_column', '')} ← `{v}`" for k, v in guess.items())
+            note = f"\n\n**Columns mapped by their names:** {said}. Change them under Column mapping if that is wrong."
+            return (out[0], out[1] + note, *out[2:-1], gr.update(open=True))
+    notes = [tok_note] if tok_note else []
+    status = report_markdown(report, display_name(path), line, notes, getattr(tok, "name_or_path", ""))
+    col_updates = [gr.update(choices=_choices(report.columns, cols[k]), value=cols[k]) for k in COLUMNS]
+    return (project, status, preview_html(report.preview), gr.update(value=dcfg.format), *col_updates,
+            gr.update(open=True) if unsure else gr.skip())
+
+
+def _default_columns() -> dict:
+    return {k: getattr(DEFAULTS, k) for k in COLUMNS}
+
+
+def _guess_columns(columns: list[str], method: str) -> dict:
+    """Likely column overrides from common names (question/answer, instruction/output, conversations...)."""
+    from ..data_rows import LIKELY
+
+    lowered = {c.lower(): c for c in columns}
+    guess = {}
+    for key, aliases in LIKELY.items():
+        if method == "rft" and key in ("completion_column", "text_column"):
+            continue
+        found = next((lowered[a] for a in aliases if a in lowered), None)
+        if found and found not in guess.values():
+            guess[key] = found
+    if "messages_column" in guess:
+        return {"messages_column": guess["messages_column"]}
+    if "prompt_column" in guess:
+        guess.pop("text_column", None)
+    return guess
+
+
+def _choices(columns: list[str], current: str) -> list[str]:
+    return list(dict.fromkeys([*columns, current]))
+
+
+def eval_mode_changed(mode):
+    return gr.update(visible=mode == EVAL_SHARE), gr.update(visible=mode == EVAL_FILE)
+
+
+def from_project(project):
+    """Redraw the tab for a project loaded from outside (the demo, a run's project)."""
+    project = _copy(project)
+    cfg = project.get("config", {})
+    d = {**{k: getattr(DEFAULTS, k) for k in ("format", *COLUMNS, "split", "eval_fraction", "max_rows")},
+         **cfg.get("data", {})}
+    method = cfg.get("method") or project.get("data", {}).get("method_hint") or "sft"
+    mode = EVAL_FILE if d.get("eval") else EVAL_SHARE
+    settings = [method, d["format"], *(d[k] for k in COLUMNS), d["split"], mode, d["eval_fraction"], d["max_rows"]]
+    controls = [gr.update(value=method), gr.update(value=d["split"]), gr.update(value=mode),
+                gr.update(value=d["eval_fraction"], visible=mode == EVAL_SHARE), gr.update(value=d["max_rows"]),
+                gr.update(visible=mode == EVAL_FILE)]
+    if not project.get("data", {}).get("path"):
+        cleared = (project, "", "", *[gr.update(value=d[k]) for k in ("format", *COLUMNS)], gr.skip())
+        return (*cleared, *controls)
+    return (*check(project, *settings), *controls)
+
+
+def sync(project):
+    """The project changed elsewhere: re-check only when the Train tab chose another method for this data."""
+    project = project or {}
+    data, method = project.get("data") or {}, (project.get("config") or {}).get("method")
+    if not data.get("path") or not method or method == data.get("method_hint"):
+        return gr.skip()
+    return from_project(project)
+
+
+def _help(dotted: str) -> str:
+    return help_for(dotted).replace("`", "")
+
+
+def build(ctx: AppContext, shared: Shared):
+    choices = dict((name, c) for name, _t, _d, _h, c in iter_fields() if c)
+    gr.Markdown("Bring the examples to learn from. **SFT** needs answers (chat `messages`, `prompt` + `completion`, "
+                "or `text`); **RFT** needs only prompts, plus graders on the next tab. Nothing is dropped silently: "
+                "every problem is listed with its line.", elem_classes="ft-help")
+    with gr.Row():
+        with gr.Column(scale=2, min_width=320):
+            upload = gr.File(label="Training data: .jsonl, .csv, .parquet or .json", file_types=FILE_TYPES,
+                             type="filepath", height=140)
+            with gr.Row(equal_height=True):
+                hub = gr.Textbox(label="…or a Hugging Face dataset id", placeholder="e.g. openai/gsm8k", scale=3,
+                                 info="Needs the Hub (this app runs offline unless started with FINETUNER_ONLINE=1) "
+                                      "or the dataset in the local cache.")
+                hub_btn = gr.Button("Load", scale=0, min_width=80)
+            method = gr.Radio(METHODS, value="sft", label="This data is for", info=_help("method"))
+            with gr.Accordion("Column mapping (when detection is unsure, or to override)", open=False) as col_acc:
+                fmt = gr.Dropdown(list(choices["data.format"]), value="auto", label="Format", info=_help("data.format"))
+                col_boxes = [gr.Dropdown([getattr(DEFAULTS, k)], value=getattr(DEFAULTS, k), allow_custom_value=True,
+                                         label=k.replace("_", " ").capitalize(), info=_help(f"data.{k}"))
+                             for k in COLUMNS]
+            with gr.Accordion("Evaluation split and limits", open=False):
+                eval_mode = gr.Radio([EVAL_SHARE, EVAL_FILE], value=EVAL_SHARE, label="Held-out rows",
+                                     info="Evaluation rows are never trained on; they measure progress.")
+                fraction = gr.Slider(0, 0.5, value=0.1, step=0.01, label="Eval fraction",
+                                     info=_help("data.eval_fraction"))
+                eval_file = gr.File(label="Evaluation file (data.eval)", file_types=FILE_TYPES, type="filepath",
+                                    height=100, visible=False)
+                rft_file = gr.File(label="Separate RFT prompts for SFT then RFT (optional, data.rft_train)",
+                                   file_types=FILE_TYPES, type="filepath", height=100)
+                gr.Markdown(_help("data.rft_train"), elem_classes="ft-help")
+                split = gr.Textbox(value="train", label="Split (Hub datasets)", info=_help("data.split"))
+                max_rows = gr.Number(value=0, precision=0, minimum=0, label="Max rows", info=_help("data.max_rows"))
+            check_btn = gr.Button("Check data", variant="primary")
+        with gr.Column(scale=3, min_width=420):
+            status = gr.Markdown("Upload a file to see its format, size, token lengths and a preview.")
+            preview = gr.HTML()
+    settings = [method, fmt, *col_boxes, split, eval_mode, fraction, max_rows]
+    outputs = [shared.project, status, preview, fmt, *col_boxes, col_acc]
+    # One source at a time: a file empties the id box, an id empties the file box.
+    upload.upload(safe(_bind(ctx, upload_data)), [shared.project, upload, *settings], outputs).then(
+        lambda: "", None, [hub])
+    for event in (hub_btn.click, hub.submit):
+        event(safe(use_hub_id), [shared.project, hub, *settings], outputs).then(lambda: None, None, [upload])
+    for key, comp in (("eval", eval_file), ("rft_train", rft_file)):
+        handler = _bind(ctx, upload_side_file, key)
+        comp.upload(safe(handler), [shared.project, comp, *settings], outputs)
+        comp.clear(safe(handler), [shared.project, comp, *settings], outputs)
+    checker = safe(check)
+    check_btn.click(checker, [shared.project, *settings], outputs)
+    for comp in (method, fmt, *col_boxes):
+        comp.input(checker, [shared.project, *settings], outputs)
+    fraction.release(checker, [shared.project, *settings], outputs)
+    for comp in (max_rows, split):
+        comp.submit(checker, [shared.project, *settings], outputs)
+    eval_mode.input(eval_mode_changed, [eval_mode], [fraction, eval_file]).then(
+        checker, [shared.project, *settings], outputs)
+    redraw = outputs + [method, split, eval_mode, fraction, max_rows, eval_file]
+    shared.on_project_loaded(from_project, redraw)
+    shared.project.change(safe(sync), [shared.project], redraw, show_progress="hidden")
+
+
+def _bind(ctx, fn, *extra):
+    """fn(ctx, *extra, *inputs) as a Gradio handler. No functools.wraps: Gradio must see (*args), not ctx."""
+    def bound(*args):
+        return fn(ctx, *extra, *args)
+
+    bound.__name__ = fn.__name__
+    return bound

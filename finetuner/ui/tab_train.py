@@ -1,7 +1,368 @@
-"""Tab: train (placeholder until built)."""
+"""Tab 3, Train: pick the model and the method (with a recommendation and its reason), set the adapter and
+hyper-parameters (presets per GPU size), see the memory estimate and the exact run file, and launch.
+
+Every control is a RunConfig field labelled with its help text (`config.help_for`). Handlers take the project
+and the controls' values in `FIELDS` order followed by `EXTRAS` (the GPU to plan for, a parameter count):
+`preview(ctx, project, *values)`, `launch(ctx, project, *values)`, `apply_preset(plan, *values)`,
+`update(project, *values)` (stores them in the project), `from_project(ctx, project)`. `config_dict(project,
+fields)` is the run as plain data (what Launch validates).
+Launch starts `runs.launch` in a child process, writes `shared.run_id` and switches to the Monitor tab.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+
+import gradio as gr
+
+from .. import memory, recommend
+from ..config import RunConfig, dump_yaml, from_dict, iter_fields, to_dict
+from ..errors import FinetunerError
+from ..runs import launch as start_run
+from .context import AppContext, Shared, new_project, safe
+
+INFO = {name: (tp, default, text.replace("`", ""), choices) for name, tp, default, text, choices in iter_fields()}
+ADAPTER = ("model.quantization", "adapter.type", "adapter.r", "adapter.alpha", "adapter.dropout",
+           "adapter.target_modules", "model.max_length")
+SFT = tuple(n for n in INFO if n.startswith("sft."))
+RFT = tuple(n for n in INFO if n.startswith("rft."))
+RUN = ("seed", "model.trust_remote_code", "report_to")
+FIELDS = ("name", "model.name", "method", *ADAPTER, *SFT, *RFT, *RUN)
+EXTRAS = ("plan", "params_b")
+METHODS = [("SFT", "sft"), ("RFT", "rft"), ("SFT then RFT", "sft+rft")]
+LABELS = {"model.name": "Model", "adapter.r": "Rank (r)", "adapter.type": "Adapter", "max_length": "Max length",
+          "model.trust_remote_code": "Trust remote code", "report_to": "Also report to"}
+VERDICT = {"fits": "🟢 Fits", "tight": "🟠 Tight", "will-not-fit": "🔴 Will not fit"}
 
 
-def build(ctx, shared):
-    import gradio as gr
+def _nested_set(out: dict, dotted: str, value) -> None:
+    *parents, leaf = dotted.split(".")
+    for p in parents:
+        out = out.setdefault(p, {})
+    out[leaf] = value
 
-    gr.Markdown("This tab is being built.")
+
+def _merge(base: dict, over: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in over.items():
+        out[key] = _merge(out.get(key) or {}, value) if isinstance(value, dict) else value
+    return out
+
+
+def _values(values) -> tuple[dict, str, float | None]:
+    """(field -> value, plan, parameter count in billions) from a handler's positional values."""
+    fields = dict(zip(FIELDS, values[:len(FIELDS)]))
+    extra = list(values[len(FIELDS):]) + ["detected", None]
+    return fields, extra[0] or "detected", extra[1]
+
+
+def config_dict(project: dict, fields: dict) -> dict:
+    """The run as plain data: the project's config (data from the Data tab), these fields, its graders."""
+    over: dict = {}
+    for name, value in fields.items():
+        if value is None or (value == "" and INFO[name][0] in ("integer", "number")):
+            continue  # an emptied number box keeps the project's (or the default) value
+        _nested_set(over, name, value)
+    out = _merge(project.get("config") or {}, over)
+    out["graders"] = copy.deepcopy(project.get("graders") or [])
+    if not out["graders"] and out.get("method") == "sft":
+        out.pop("graders")
+    return out
+
+
+def _plan(plan: str) -> tuple[str, float, str]:
+    """(device, GB, description) to plan for: the detected machine or a GPU size."""
+    if plan and plan != "detected":
+        return "cuda", float(plan), f"a {plan} GB GPU"
+    device, gb, desc = memory.detect_memory()
+    return device, gb, f"this machine ({desc})"
+
+
+def estimate_markdown(project: dict, cfg: RunConfig, plan: str, params_b) -> str:
+    device, gb, desc = _plan(plan)
+    tokens = (project.get("data") or {}).get("tokens") or {}
+    longest = tokens.get("max")
+    params = int(float(params_b) * 1e9) if params_b else None
+    try:
+        est = memory.estimate(params, cfg, capacity_gb=gb, device=device, prompt_tokens=longest, seq_tokens=longest)
+    except FinetunerError as err:
+        return f"### Memory estimate\n{err}"
+    quant = memory.resolve_quantization(cfg.model.quantization, device)
+    weights = "4-bit" if quant == "4bit" else ("bf16" if device == "cuda" else "fp32")
+    lines = [f"### {VERDICT[est.verdict]}: about {est.total_gb:.1f} GB of {gb:.0f} GB",
+             f"Planned for {desc}; {_count(est.params)} parameters, weights in {weights}.", "",
+             "| part | GB |", "|---|---|"]
+    lines += [f"| {k} | {v:.2f} |" for k, v in est.parts.items()]
+    if est.advice:
+        lines += ["", "**What to change:**" if est.verdict != "fits" else ""] + [f"- {a}" for a in est.advice]
+    notes = est.notes + ([] if longest else ["No data checked yet: sequences are taken as model.max_length long."])
+    lines += ["", "<small>" + " ".join(notes) + " The estimate is usually within 20-30%; see finetuner/memory.py "
+              "for the formula.</small>"]
+    if "rft" in cfg.stages:
+        rows = (project.get("data") or {}).get("rows")
+        cost = memory.rft_cost(cfg, est.params, device, longest, rows)
+        lines += ["", f"**RFT per step (rough):** {cost.text()}"]
+    return "\n".join(lines)
+
+
+def _count(n: int) -> str:
+    return f"{n / 1e9:.2f}B" if n >= 1e9 else f"{n / 1e6:.1f}M" if n >= 1e6 else f"{n / 1e3:.0f}K"
+
+
+def _recommendation(project: dict):
+    """The method recommendation for the project's data, graders and grader test, or None without data."""
+    data = project.get("data") or {}
+    if not data.get("rows"):
+        return None
+    specs = project.get("graders") or []
+    return recommend.recommend(bool(data.get("has_labels")), int(data["rows"]), len(specs),
+                               recommend.base_pass_rate(project.get("dry_run")), recommend.verifiable_graders(specs))
+
+
+def recommendation_markdown(project: dict, chosen: str) -> str:
+    rec = _recommendation(project)
+    if rec is None:
+        return "Check your data on the Data tab (and add graders) to get a method recommendation."
+    label = dict((v, k) for k, v in METHODS).get(chosen, chosen)
+    other = "" if rec.method == chosen else f"\n\nYou chose {label}; the button below switches to the recommendation."
+    return rec.markdown() + other
+
+
+def preview(ctx: AppContext, project, *values):
+    """(recommendation, estimate, YAML, CLI, download button, message, parameter box) for the settings."""
+    import yaml
+
+    project = project or new_project()
+    fields, plan, params_b = _values(values)
+    # The parameter count is asked for only when the model's shape is not known here.
+    unknown = gr.update(visible=memory.arch_for(str(fields.get("model.name") or "tiny"))[0] is None)
+    rec = recommendation_markdown(project, fields.get("method") or "sft")
+    raw = config_dict(project, fields)
+    try:
+        cfg = from_dict(raw)
+    except FinetunerError as err:
+        text = f"# Not valid yet: {err}\n" + yaml.safe_dump(raw, sort_keys=False, allow_unicode=True)
+        sketch = _sketch(raw)
+        est = estimate_markdown(project, sketch, plan, params_b) if sketch else ""
+        return rec, est, text, "", gr.update(interactive=False), f"❌ Not ready: {err}", unknown
+    text = dump_yaml(cfg)
+    folder = ctx.uploads / "run-files" / hashlib.sha1(text.encode()).hexdigest()[:10]
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "run.yaml"
+    path.write_text(text, encoding="utf-8")
+    cli = "python -m finetuner train run.yaml"
+    return (rec, estimate_markdown(project, cfg, plan, params_b), text, cli,
+            gr.update(value=str(path), interactive=True), "", unknown)
+
+
+def _sketch(raw: dict) -> RunConfig | None:
+    """The config with stand-ins for missing data and graders, so the estimate shows before they exist."""
+    raw = copy.deepcopy(raw)
+    data = raw.setdefault("data", {})
+    data["train"] = data.get("train") or "(your data)"
+    if raw.get("method", "sft") != "sft" and not raw.get("graders"):
+        raw["graders"] = [{"name": "stand_in", "type": "length", "max": 1}]
+    try:
+        return from_dict(raw)
+    except FinetunerError:
+        return None
+
+
+def update(project, *values):
+    """A control changed: store the settings in the project (its change event redraws the tab)."""
+    project = copy.deepcopy(project) if project else new_project()
+    fields, _plan_, _params = _values(values)
+    merged = config_dict(project, fields)
+    merged.pop("graders", None)
+    project["config"] = merged
+    return project
+
+
+def apply_preset(plan, *values):
+    """Set the controls to the preset for the GPU size planned for."""
+    device, gb, _desc = _plan(plan)
+    size = recommend.preset_for(gb) if device == "cuda" else None
+    if size is None:
+        gr.Info("Presets are for GPUs of 8 GB and more. On CPU keep the defaults and the built-in model.")
+        return [gr.skip()] * len(FIELDS)
+    preset = recommend.GPU_PRESETS[size]
+    gr.Info(f"Applied the {size} GB preset: 4-bit QLoRA, rank {preset['adapter.r']}, max length "
+            f"{preset['model.max_length']}, batch sizes that fit.")
+    return [gr.update(value=preset[name]) if name in preset else gr.skip() for name in FIELDS]
+
+
+def use_recommended(project):
+    rec = _recommendation(project or {})
+    if rec is None:
+        raise FinetunerError("Check your data on the Data tab first.")
+    return gr.update(value=rec.method)
+
+
+def method_changed(method):
+    return gr.update(visible="sft" in (method or "")), gr.update(visible="rft" in (method or ""))
+
+
+def launch(ctx: AppContext, project, *values):
+    """Validate, refuse while another run trains, start the run; (run id, tabs, message)."""
+    active = ctx.active_run()
+    if active is not None:
+        return gr.skip(), gr.skip(), (f"❌ A run is already training: `{active.get('id')}`. Stop it on the Monitor "
+                                      "tab or wait for it to finish (one run at a time per GPU).")
+    project = project or new_project()
+    if (project.get("data") or {}).get("ok") is False:
+        return gr.skip(), gr.skip(), "❌ The data has problems: fix them on the Data tab first."
+    fields, _plan_, _params = _values(values)
+    try:
+        cfg = from_dict(config_dict(project, fields))
+    except FinetunerError as err:
+        return gr.skip(), gr.skip(), f"❌ {err}"
+    missing = model_missing(cfg.model.name)
+    if missing:
+        return gr.skip(), gr.skip(), f"❌ {missing}"
+    run = start_run(cfg, ctx.runs_dir)
+    return run.id, gr.Tabs(selected="monitor"), f"✅ Started run `{run.id}`. The Monitor tab follows it live."
+
+
+def model_missing(name: str) -> str:
+    """Why `name` cannot load here (offline and not in the local cache), or "" when it can or might."""
+    import os
+    from pathlib import Path
+
+    if name == "tiny" or Path(name).expanduser().exists() or os.environ.get("HF_HUB_OFFLINE") != "1":
+        return ""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        if isinstance(try_to_load_from_cache(name, "config.json"), str):
+            return ""
+    except Exception:  # noqa: BLE001 - an id the cache cannot even parse is as missing as any
+        pass
+    return (f"`{name}` is neither a local folder nor in the Hugging Face cache, and this app is offline "
+            f"(HF_HUB_OFFLINE=1). Download it first (`huggingface-cli download {name}`), start the app with "
+            f"FINETUNER_ONLINE=1, or use `tiny`.")
+
+
+def form_values(project: dict) -> list:
+    """The controls' values for a project: its config over the defaults."""
+    merged = _merge(to_dict(RunConfig()), project.get("config") or {})
+    out = []
+    for name in FIELDS:
+        node = merged
+        for part in name.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        out.append(node)
+    return out
+
+
+def from_project(ctx: AppContext, project, plan="detected", params_b=None):
+    """Every control, the stage sections and the previews, from the project (the one source of truth: the
+    controls write into it, and other tabs change its data, graders and method)."""
+    project = project or new_project()
+    values = form_values(project)
+    method = values[FIELDS.index("method")]
+    return (*values, *method_changed(method), *preview(ctx, project, *values, plan, params_b))
+
+
+# ---------------------------------------------------------------- layout
+
+
+def control(name: str, **kw):
+    tp, default, text, choices = INFO[name]
+    label = LABELS.get(name) or LABELS.get(name.split(".")[-1]) or name.split(".")[-1].replace("_", " ").capitalize()
+    kw = {"label": label, "info": text, "value": default, **kw}
+    if name == "report_to":
+        return gr.CheckboxGroup(["tensorboard", "wandb", "mlflow", "trackio"], **kw)
+    if "choices" in kw:
+        return gr.Dropdown(**kw)
+    if choices:
+        return (gr.Radio if len(choices) <= 4 else gr.Dropdown)(list(choices), **kw)
+    if tp == "true/false":
+        return gr.Checkbox(**kw)
+    if tp in ("integer", "number"):
+        return gr.Number(precision=0 if tp == "integer" else None, **kw)
+    return gr.Textbox(**kw)
+
+
+def build(ctx: AppContext, shared: Shared):
+    device, gb, desc = memory.detect_memory()
+    comps: dict = {}
+    with gr.Row():
+        with gr.Column(scale=3, min_width=440):
+            gr.Markdown("### Model and method")
+            comps["model.name"] = control(
+                "model.name", choices=recommend.model_choices(), allow_custom_value=True,
+                info=INFO["model.name"][2] + " The listed ids need the Hub (start with FINETUNER_ONLINE=1) or a "
+                "local copy; their label says the smallest GPU their preset fits.")
+            params_b = gr.Number(None, label="Parameters (billions)", visible=False, placeholder="e.g. 1.5",
+                                 info="This model's size is not known here (not listed, not in the local cache): "
+                                      "give it for the memory estimate, e.g. 1.5.")
+            comps["method"] = gr.Radio(METHODS, value="sft", label="Method", info=INFO["method"][2])
+            rec = gr.Markdown()
+            rec_btn = gr.Button("Use the recommended method", size="sm")
+            gr.Markdown("### Adapter and precision")
+            with gr.Row(equal_height=True):
+                plan = gr.Dropdown([(f"This machine: {desc}", "detected")] + [(f"{s} GB GPU", str(s)) for s in
+                                                                               recommend.GPU_PRESETS],
+                                   value="detected", label="Plan for", scale=3,
+                                   info="The memory the estimate compares with, and the preset to apply.")
+                preset_btn = gr.Button("Apply preset", scale=1)
+            with gr.Row():
+                for name in ADAPTER[:2]:
+                    comps[name] = control(name)
+            with gr.Row():
+                for name in ADAPTER[2:5]:
+                    comps[name] = control(name)
+            with gr.Row():
+                for name in ADAPTER[5:]:
+                    comps[name] = control(name)
+            with gr.Accordion("Advanced: SFT stage", open=False) as sft_acc:
+                for name in SFT:
+                    comps[name] = control(name)
+            with gr.Accordion("Advanced: RFT stage", open=False, visible=False) as rft_acc:
+                for name in RFT:
+                    comps[name] = control(name)
+            with gr.Accordion("Advanced: run", open=False):
+                for name in ("name", *RUN):
+                    comps[name] = control(name)
+        with gr.Column(scale=2, min_width=380):
+            estimate = gr.Markdown()
+            gr.Markdown("### Run file")
+            yaml_box = gr.Code(language="yaml", label="run.yaml", interactive=False, lines=14, max_lines=30)
+            cli = gr.Textbox(label="The same run from a terminal", buttons=["copy"], interactive=False,
+                             info="Download run.yaml next to this command. Paths in it point to this machine's "
+                                  "copies of your data.")
+            download = gr.DownloadButton("Download run.yaml", interactive=False)
+            launch_btn = gr.Button("Launch training", variant="primary", size="lg")
+            message = gr.Markdown()
+    controls = [comps[n] for n in FIELDS]
+    first = preview(ctx, new_project(), *form_values(new_project()))
+    rec.value, estimate.value, yaml_box.value, message.value = first[0], first[1], first[2], first[5]
+    inputs = [shared.project, *controls, plan, params_b]
+    shown = [rec, estimate, yaml_box, cli, download, message, params_b]
+    store = safe(update)
+    for comp in controls:
+        # Typed values are stored when the box is left (or Enter), so a redraw never races the typing.
+        typed = isinstance(comp, (gr.Textbox, gr.Number))
+        for event in (("blur", "submit") if typed else ("input",)):
+            getattr(comp, event)(store, inputs, [shared.project])
+    for comp in (plan, params_b):
+        comp.input(safe(_bind(ctx, preview)), inputs, shown)
+    comps["method"].change(method_changed, [comps["method"]], [sft_acc, rft_acc])
+    rec_btn.click(safe(use_recommended), [shared.project], [comps["method"]]).then(store, inputs, [shared.project])
+    preset_btn.click(safe(apply_preset), [plan, *controls], controls).then(store, inputs, [shared.project])
+    launch_btn.click(safe(_bind(ctx, launch)), inputs, [shared.run_id, shared.tabs, message])
+    redraw = [*controls, sft_acc, rft_acc, *shown]
+    # Whatever changed the project (these controls, the data, graders or a grader test), redraw from it.
+    shared.project.change(safe(_bind(ctx, from_project)), [shared.project, plan, params_b], redraw,
+                          show_progress="hidden")
+    shared.on_project_loaded(_bind(ctx, from_project), redraw)
+
+
+def _bind(ctx, fn):
+    """fn(ctx, *inputs) as a Gradio handler. No functools.wraps: Gradio must see (*args), not ctx."""
+    def bound(*args):
+        return fn(ctx, *args)
+
+    bound.__name__ = fn.__name__
+    return bound
