@@ -31,6 +31,8 @@ def peak_memory_gb() -> float:
 
 
 def _clean(value):
+    if hasattr(value, "item"):  # numpy / torch scalars
+        value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
         return None  # JSON has no NaN; a reader would choke on it
     return value
@@ -58,6 +60,9 @@ class RunFolderCallback(TrainerCallback):
     # ------------------------------------------------------------------ steps
 
     def on_train_begin(self, args, state, control, **kwargs):
+        # On resume, the scores of checkpoints saved before are in the restored log history.
+        self._eval_scores = {h["step"]: h["eval_reward"] for h in state.log_history
+                             if h.get("eval_reward") is not None and "step" in h}
         self.run.write_status(stage=self.stage, step=state.global_step, total=state.max_steps,
                               run_step=self.offset + state.global_step, stage_started=time.time())
 
@@ -67,16 +72,20 @@ class RunFolderCallback(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):
         self._window_seconds += time.perf_counter() - self._step_started
         self._window_steps += 1
+        extra = {}
         if self.run.stop_path.exists() and not self.stop_requested:
             self.stop_requested = True
             control.should_training_stop = True
             control.should_save = True  # a checkpoint at this very step, so resume continues from it
-        now = time.time()
-        if now - self._last_status_write > 0.5 or control.should_training_stop:
-            self._last_status_write = now
-            self.run.write_status(step=state.global_step, total=state.max_steps,
-                                  run_step=self.offset + state.global_step)
+            extra["state"] = "stopping"
+        if time.time() - self._last_status_write > 0.5 or extra:
+            self._write_step(state, **extra)
         return control
+
+    def _write_step(self, trainer_state, **extra):
+        self._last_status_write = time.time()
+        self.run.write_status(step=trainer_state.global_step, total=trainer_state.max_steps,
+                              run_step=self.offset + trainer_state.global_step, **extra)
 
     # ------------------------------------------------------------------ logs
 
@@ -97,12 +106,11 @@ class RunFolderCallback(TrainerCallback):
             self._window_seconds, self._window_steps = 0.0, 0
         row["memory/peak_gb"] = round(peak_memory_gb(), 4)
         self.run.append_metric(row)
+        self._write_step(state)  # the step-end write is throttled; a log event always brings status up to date
         if self.bridge is not None:
-            samples = self.bridge.drain_rows()
-            split = "eval" if is_eval else "train"
-            # The step a rollout trained (the bridge only knows the step it was generated at).
-            self.run.append_samples([{**s, "stage": self.stage, "step": state.global_step, "split": split}
-                                     for s in samples])
+            # Rows carry the step and split the trainer stamped when it generated them.
+            defaults = {"step": state.global_step, "split": "eval" if is_eval else "train"}
+            self.run.append_samples([{**defaults, **s, "stage": self.stage} for s in self.bridge.drain_rows()])
             rate = logs.get("graders/error_rate")
             if not is_eval and rate is not None and rate > self.max_error_rate:
                 self.stop_reason = (
@@ -163,6 +171,8 @@ class ProgressCallback(TrainerCallback):
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         logs = logs or {}
+        if "train_runtime" in logs:  # the trainer's closing summary, not a step
+            return
         if any(k.startswith("eval_") for k in logs):
             score = logs.get("eval_reward")
             if score is not None:

@@ -81,7 +81,15 @@ def cmd_train(args) -> int:
     from .train import train_run
 
     if args.resume:
+        from .errors import RunError
+        from .runs import ACTIVE_STATES, refresh_state
+
         run = open_run(None, args.resume)
+        if refresh_state(run).get("state") in ACTIVE_STATES:
+            raise RunError(f"Run {run.id} is still training (pid {run.read_status().get('pid')}); stop it "
+                           f"first with `python -m finetuner stop {run.path}`.")
+        if args.set:
+            raise FinetunerError("--set cannot change a run being resumed; edit its config.yaml if you must.")
         cfg = load_config(run.config_path)
         _log_to_run(run)
         status = train_run(cfg, run, resume=True)

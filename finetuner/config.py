@@ -148,7 +148,8 @@ class RunConfig:
         p = Path(path).expanduser()
         if not p.is_absolute() and self.base_dir and (Path(self.base_dir) / p).exists():
             return str(Path(self.base_dir) / p)
-        return str(p) if p.exists() else path
+        # Absolute, so the run folder's copy of the config still finds it from any working directory.
+        return str(p.resolve()) if p.exists() else path
 
 
 # ---------------------------------------------------------------- parsing and validation

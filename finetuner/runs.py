@@ -93,12 +93,23 @@ class RunFolder:
             return {"state": "unknown", "error": "status.json is unreadable"}
 
     def write_status(self, **updates) -> dict:
-        """Merge `updates` into status.json atomically (write a temp file, then rename over it)."""
-        status = self.read_status()
-        status.update(updates)
-        tmp = self.status_path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(status, indent=1), encoding="utf-8")
-        os.replace(tmp, self.status_path)
+        """Merge `updates` into status.json: under a lock (the trainer, the UI and the CLI all write it),
+        through a temp file of this writer's own that is renamed over the old one, so readers never see a
+        half-written file and no writer's update is lost."""
+        import fcntl
+        import tempfile
+
+        with open(self.path / "status.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                status = json.loads(self.status_path.read_text(encoding="utf-8"))
+            except (FileNotFoundError, json.JSONDecodeError):
+                status = {}
+            status.update(updates)
+            fd, tmp = tempfile.mkstemp(dir=self.path, prefix=".status-", suffix=".tmp")
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(json.dumps(status, indent=1, default=_json_default))
+            os.replace(tmp, self.status_path)
         return status
 
     # -------------------------------------------------------------- appenders
@@ -193,11 +204,12 @@ def new_run(runs_dir: str | Path, name: str) -> RunFolder:
 def open_run(runs_dir: str | Path | None, run_id_or_path: str | Path) -> RunFolder:
     """A run by folder path, or by id inside `runs_dir`; ids cannot escape `runs_dir`."""
     p = Path(run_id_or_path)
-    if runs_dir is not None and not p.is_absolute() and len(p.parts) == 1:
+    if runs_dir is not None:
+        # A run id from a browser or a CLI argument: it must name a folder directly inside runs_dir.
         base = Path(runs_dir).resolve()
         p = (base / p).resolve()
         if p.parent != base:
-            raise RunError(f"Run id {run_id_or_path!r} is not a folder inside {runs_dir}.")
+            raise RunError(f"Run id {str(run_id_or_path)!r} is not a folder inside {runs_dir}.")
     if not (p / "config.yaml").exists() and not (p / "status.json").exists():
         raise RunError(f"{p} is not a run folder (no config.yaml or status.json). Pick a folder under runs/.")
     return RunFolder(p)
@@ -227,11 +239,15 @@ def refresh_state(run: RunFolder) -> dict:
     """Status with the truth about the process: a run marked active whose process is gone is failed."""
     status = run.read_status()
     if status.get("state") in ACTIVE_STATES and status.get("pid") and not pid_alive(status["pid"]):
+        stages = [s for s in ("sft", "rft") if run.last_checkpoint(s)]
+        kept = (f"Checkpoints are kept ({', '.join(stages)}): resume with `python -m finetuner train --resume "
+                f"{run.path}`." if stages else "No checkpoint had been saved yet, so a resume starts the "
+                "stage again.")
         status = run.write_status(
             state="failed", finished=_now(),
-            error="The training process ended without saying why (killed, out of memory, or the machine "
-                  "restarted). The last checkpoint is kept: resume with `python -m finetuner train --resume "
-                  f"{run.path}`.")
+            error=f"The training process ended without saying why (killed, out of memory, or the machine "
+                  f"restarted). {kept}")
+        run.stop_path.unlink(missing_ok=True)
     return status
 
 
@@ -259,14 +275,32 @@ def _portable(config):
     for key in ("train", "eval", "rft_train"):
         setattr(cfg.data, key, cfg.resolve(getattr(cfg.data, key)))
     for spec in cfg.graders:
-        if isinstance(spec, dict) and spec.get("file"):
-            spec["file"] = cfg.resolve(spec["file"])
+        _absolute_grader_paths(spec, cfg.resolve)
     return cfg
+
+
+# Grader fields that may name a file relative to the YAML (`tokenizer` may also be a model id: only an
+# existing path is rewritten, since resolve() leaves anything else as it is).
+_GRADER_PATH_KEYS = ("file", "schema_file", "tokenizer")
+
+
+def _absolute_grader_paths(spec, resolve) -> None:
+    if not isinstance(spec, dict):
+        return
+    for key in _GRADER_PATH_KEYS:
+        if isinstance(spec.get(key), str) and spec[key]:
+            spec[key] = resolve(spec[key])
+    inner = spec.get("graders")  # a multi grader's own graders
+    for sub in (inner.values() if isinstance(inner, dict) else inner or []):
+        _absolute_grader_paths(sub, resolve)
 
 
 def start_child(run: RunFolder, cmd: list[str], extra_env: dict | None = None) -> subprocess.Popen:
     env = dict(os.environ)
     env.setdefault("PYTHONUNBUFFERED", "1")
+    # `python -m finetuner` must import this very package from any working folder, installed or not.
+    root = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
     env.update(extra_env or {})
     with open(run.log_path, "ab") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -281,18 +315,28 @@ def request_stop(run: RunFolder) -> None:
     if status.get("state") not in ACTIVE_STATES:
         raise RunError(f"Run {run.id} is {status.get('state', 'not started')}; there is nothing to stop.")
     run.stop_path.write_text(str(_now()))
-    run.write_status(state="stopping")
+    # The trainer owns `state`; this only records the request, so it cannot overwrite a final state.
+    run.write_status(stop_requested=_now())
 
 
 def force_stop(run: RunFolder) -> None:
     """Kill the run's whole process group now. The last checkpoint stays usable."""
     status = run.read_status()
-    pgid = status.get("pgid") or status.get("pid")
-    if pgid and pid_alive(status.get("pid")):
+    pid = status.get("pid")
+    if pid and pid_alive(pid):
         try:
-            os.killpg(pgid, signal.SIGKILL)
+            # The trainer leads its own group (launch); its sandbox workers and loaders die with it.
+            os.killpg(status.get("pgid") or pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+        if pid_alive(pid):
+            os.kill(pid, signal.SIGKILL)  # not a group leader (a run resumed from a terminal)
+        deadline = time.time() + 5
+        while pid_alive(pid) and time.time() < deadline:
+            time.sleep(0.05)
+        if pid_alive(pid):
+            raise RunError(f"Could not kill the training process {pid} of run {run.id}.")
+    run.stop_path.unlink(missing_ok=True)
     run.write_status(state="stopped", finished=_now(), error="Force-stopped: killed at once without saving; "
                      "the last checkpoint is kept.")
 

@@ -9,6 +9,7 @@ traceback goes to log.txt only.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import time
 import traceback
@@ -68,7 +69,7 @@ def build_grpo_trainer(cfg, run, model, tok, data, peft_config, device, bridge, 
         log_completions=False)
     return TimedGRPOTrainer(model=model, reward_funcs=bridge.reward_funcs, args=args,
                             train_dataset=data.train, eval_dataset=data.eval if do_eval else None,
-                            processing_class=tok, peft_config=peft_config, callbacks=callbacks)
+                            processing_class=tok, peft_config=peft_config, callbacks=callbacks, bridge=bridge)
 
 
 def adapter_fingerprint(model) -> str:
@@ -86,38 +87,63 @@ def adapter_fingerprint(model) -> str:
 
 
 class _StopOnSignal:
-    """SIGTERM / SIGINT become a polite stop request: the step finishes, the adapter is saved."""
+    """SIGTERM / SIGINT become a polite stop request: the step finishes, the adapter is saved. A second
+    Ctrl-C falls back to the default (an immediate KeyboardInterrupt) for someone who really wants out."""
 
     def __init__(self, run: RunFolder):
         self.run = run
+        self.previous: dict = {}
+
+    def install(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                self.previous[sig] = signal.signal(sig, self)
+            except ValueError:
+                pass  # not the main thread (tests calling in-process); stop files still work
+
+    def restore(self) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
 
     def __call__(self, signum, frame):
+        if signum == signal.SIGINT and self.run.stop_path.exists():
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            raise KeyboardInterrupt
         self.run.stop_path.write_text(f"signal {signum}")
+
+
+def _final(run: RunFolder, state: str, error: str | None = None, **extra) -> dict:
+    """Write a final state; a stop request that arrived too late to act on is cleared with it."""
+    run.stop_path.unlink(missing_ok=True)
+    return run.write_status(state=state, finished=time.time(), error=error, **extra)
 
 
 def train_run(cfg: RunConfig, run: RunFolder, resume: bool = False) -> dict:
     """Run every stage of `cfg` into `run`. Returns the final status; never raises for training errors."""
     started = time.time()
+    run.path.mkdir(parents=True, exist_ok=True)
     status = run.read_status()
-    if not resume:
-        run.path.mkdir(parents=True, exist_ok=True)
-    run.stop_path.unlink(missing_ok=True)
-    try:
-        signal.signal(signal.SIGTERM, _StopOnSignal(run))
-    except ValueError:
-        pass  # not the main thread (tests calling in-process); stop files still work
-    import os
-
-    run.write_status(state="running", pid=os.getpid(), started=status.get("started") or started,
-                     finished=None, error=None, name=cfg.name, method=cfg.method, stages=cfg.stages)
+    if run.stop_path.exists() and not resume:
+        # Stopped while still queued: honour it before loading anything.
+        return _final(run, "stopped", "Stopped before training started.", pid=os.getpid())
+    run.stop_path.unlink(missing_ok=True)  # a resume is a new request to train
+    signals = _StopOnSignal(run)
+    signals.install()
+    run.write_status(state="running", pid=os.getpid(), pgid=os.getpgid(0),
+                     started=status.get("started") or started, finished=None, error=None, name=cfg.name,
+                     method=cfg.method, stages=cfg.stages)
     try:
         _train_stages(cfg, run, resume)
     except FinetunerError as err:
         log.error("Run failed: %s", err)
-        return run.write_status(state="failed", finished=time.time(), error=str(err))
+        return _final(run, "failed", str(err))
+    except KeyboardInterrupt:
+        return _final(run, "stopped", "Interrupted (Ctrl-C twice) without saving; the last checkpoint is kept.")
     except Exception as err:  # noqa: BLE001 - a crash must end as a truthful status, not a dead process
         log.error("Training crashed:\n%s", traceback.format_exc())
-        return run.write_status(state="failed", finished=time.time(), error=_explain_crash(err))
+        return _final(run, "failed", _explain_crash(err))
+    finally:
+        signals.restore()
     return run.read_status()
 
 
@@ -130,28 +156,55 @@ def _explain_crash(err: Exception) -> str:
     return f"Training crashed: {name}: {err}. The full traceback is in log.txt."
 
 
-def _train_stages(cfg: RunConfig, run: RunFolder, resume: bool) -> None:
+def _prepare(cfg: RunConfig, todo: list[str], notices: list[str]) -> dict:
+    """Load every remaining stage's data and build the graders before any weights load, so a broken RFT
+    file or grader is reported in seconds, not after hours of SFT. Returns {stage: StageData}; adds what a
+    person should know to `notices`."""
     from .data import load_stage_data
+    from .models import load_tokenizer
+
+    tok = load_tokenizer(cfg.model.name, cfg.model.trust_remote_code)
+    data = {}
+    for stage in todo:
+        data[stage] = load_stage_data(cfg, stage, tok)
+        for note in data[stage].notes:
+            log.info("%s data: %s", stage, note)
+    if "rft" in todo:
+        from graders import build_graders
+
+        for grader in build_graders(cfg.graders, cfg.base_dir):
+            grader.close()
+        r = cfg.rft
+        if r.eval_steps and (data["rft"].eval is None or not len(data["rft"].eval)):
+            note = (f"`rft.eval_steps` is {r.eval_steps} but there is no held-out data, so no eval_reward will be "
+                    f"logged and best-checkpoint keeping is off. Set `data.eval` or `data.eval_fraction`.")
+            log.warning(note)
+            notices.append(note)
+    return data
+
+
+def _train_stages(cfg: RunConfig, run: RunFolder, resume: bool) -> None:
     from .models import load_model, lora_config
 
-    model, tok, plan = load_model(cfg.model.name, cfg.model.quantization, cfg.model.trust_remote_code)
-    if plan.notice:
-        log.warning(plan.notice)
-    run.write_status(notice=plan.notice, device=plan.device, quantization="4bit" if plan.quantize_4bit else
-                     ("bf16" if plan.device == "cuda" else "fp32"))
     status = run.read_status()
     done = list(status.get("stages_done") or []) if resume else []
     stage_steps = dict(status.get("stage_steps") or {}) if resume else {}
+    todo = [s for s in cfg.stages if s not in done]
+    if not todo:  # resuming a run whose every stage finished: nothing to train
+        _final(run, "finished", run_step=sum(stage_steps.values()))
+        return
+    notices: list[str] = []
+    datasets = _prepare(cfg, todo, notices)
+    model, tok, plan = load_model(cfg.model.name, cfg.model.quantization, cfg.model.trust_remote_code)
+    if plan.notice:
+        log.warning(plan.notice)
+        notices.insert(0, plan.notice)
+    run.write_status(device=plan.device, quantization="4bit" if plan.quantize_4bit else
+                     ("bf16" if plan.device == "cuda" else "fp32"), notice=" ".join(notices), notices=notices)
     if not resume:
         run.write_status(stages_done=[], stage_steps={})
-    offset = 0
-    for stage in cfg.stages:
-        if stage in done:
-            offset += stage_steps.get(stage, 0)
-            continue
-        data = load_stage_data(cfg, stage, tok)
-        for note in data.notes:
-            log.info("%s data: %s", stage, note)
+    offset = sum(stage_steps.get(s, 0) for s in done)
+    for stage in todo:
         if stage == "rft" and "sft" in cfg.stages:
             model = _sft_adapter_model(model, run)
             peft_config = None
@@ -159,32 +212,31 @@ def _train_stages(cfg: RunConfig, run: RunFolder, resume: bool) -> None:
         else:
             peft_config = lora_config(cfg.adapter)
         ckpt = run.last_checkpoint(stage) if resume else None
-        finished = _train_stage(cfg, run, stage, model, tok, data, peft_config, plan.device, offset, ckpt)
-        model = finished.model
-        steps = finished.state.global_step
+        if resume and ckpt is None:
+            log.warning("No checkpoint of the %s stage was saved: it starts again from its first step.", stage)
+        trainer = _train_stage(cfg, run, stage, model, tok, datasets[stage], peft_config, plan.device, offset,
+                               ckpt)
+        model = trainer.model
+        steps = trainer.state.global_step
         stage_steps[stage] = steps
         run.write_status(stage_steps=stage_steps)
-        cb = finished.run_callback
-        if cb.stop_reason:
-            _save_adapter(finished, run.adapter)
-            run.write_status(state="failed", finished=time.time(), error=cb.stop_reason)
+        cb = trainer.run_callback
+        if cb.stop_reason or cb.stop_requested:
+            _save_adapter(trainer, run.adapter, tok)
+            if cb.stop_reason:
+                _final(run, "failed", cb.stop_reason)
+            else:
+                _final(run, "stopped", f"Stopped by request at {stage} step {steps}. Adapter saved; resume "
+                                       f"with `python -m finetuner train --resume {run.path}`.")
             return
-        if cb.stop_requested:
-            _save_adapter(finished, run.adapter)
-            run.stop_path.unlink(missing_ok=True)
-            run.write_status(state="stopped", finished=time.time(),
-                             error=f"Stopped by request at {stage} step {steps}. Adapter saved; resume with "
-                                   f"`python -m finetuner train --resume {run.path}`.")
-            return
-        _save_adapter(finished, run.stage_adapter(stage))
+        _save_adapter(trainer, run.stage_adapter(stage), tok)
         if stage == "sft":
             run.write_status(handover_sft_end=adapter_fingerprint(model))
         done.append(stage)
         run.write_status(stages_done=done)
         offset += steps
-    _save_adapter(finished, run.adapter)
-    tok.save_pretrained(run.adapter)
-    run.write_status(state="finished", finished=time.time(), error=None, run_step=offset)
+    _save_adapter(trainer, run.adapter, tok)
+    _final(run, "finished", run_step=offset)
 
 
 def _sft_adapter_model(model, run: RunFolder):
@@ -221,7 +273,8 @@ def _train_stage(cfg, run, stage, model, tok, data, peft_config, device, offset,
             trainer = build_grpo_trainer(cfg, run, model, tok, data, peft_config, device, bridge, callbacks)
         # Our ProgressCallback and metrics.jsonl replace the trainer's dict printing.
         trainer.remove_callback(PrinterCallback)
-        log.info("%s: %d training rows, %s steps", stage, len(data.train), trainer.args.max_steps)
+        log.info("%s: %d training rows, %s", stage, len(data.train), f"{trainer.args.max_steps} steps"
+                 if trainer.args.max_steps > 0 else f"{trainer.args.num_train_epochs:g} epochs")
         trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
     finally:
         if bridge is not None:
@@ -230,6 +283,8 @@ def _train_stage(cfg, run, stage, model, tok, data, peft_config, device, offset,
     return trainer
 
 
-def _save_adapter(trainer, path) -> None:
+def _save_adapter(trainer, path, tok) -> None:
+    """The adapter with its tokenizer, so the folder alone is enough to load and chat with the result."""
     path.mkdir(parents=True, exist_ok=True)
     trainer.model.save_pretrained(str(path))
+    tok.save_pretrained(str(path))

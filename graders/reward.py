@@ -32,6 +32,7 @@ class _Batch:
     def __init__(self, prompts, completions, samples, items):
         self.prompts, self.completions, self.samples, self.items = prompts, completions, samples, items
         self.results: dict[str, list[GradeResult]] = {}
+        self.tag: dict = {}  # what the caller said about this batch when it was made (e.g. step, split)
         self.started = time.monotonic()
         self.ended = self.started
 
@@ -44,6 +45,9 @@ class RewardBridge:
         self._lock = threading.Lock()
         self._batches: list[_Batch] = []
         self._done_rows: list[dict] = []
+        # Stamped on every row of the batches graded from now on; the trainer sets it as it generates
+        # (the step the rollouts will train, train or eval), since grading happens before that step is logged.
+        self.tag: dict = {}
         self._reset_stats()
 
     def _reset_stats(self):
@@ -101,6 +105,7 @@ class RewardBridge:
             item["prompt"] = prompts[i]
             items.append(item)
         batch = _Batch(prompts, completions, [make_sample(c) for c in completions], items)
+        batch.tag = dict(self.tag)
         with self._lock:
             found = self._find(name, batch.prompts, completions)  # another thread may have built it meanwhile
             if found is not None:
@@ -159,7 +164,7 @@ class RewardBridge:
             rows.append({"prompt": prompt if isinstance(prompt, str) else to_text(prompt),
                          "completion": sample["output_text"] if isinstance(sample, dict) else
                          completion_text(batch.completions[i]),
-                         "scores": scores, "total": total, "errors": errors, "logs": logs})
+                         "scores": scores, "total": total, "errors": errors, "logs": logs, **batch.tag})
         return rows
 
     # -- what the engine reads

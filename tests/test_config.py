@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from finetuner.config import RunConfig, explain, from_dict, help_for, iter_fields, load_config, save_config
+from finetuner.config import explain, from_dict, help_for, iter_fields, load_config, save_config
 from finetuner.errors import ConfigError
 
 BASE = {"data": {"train": "rows.jsonl"}}
@@ -109,9 +109,11 @@ def test_cli_explain_and_field_help():
     assert bad.returncode == 2 and "No config field" in bad.stderr and "Traceback" not in bad.stderr
 
 
-def test_runconfig_resolve_against_yaml_folder(tmp_path):
+def test_runconfig_resolve_against_yaml_folder(tmp_path, monkeypatch):
     (tmp_path / "rows.jsonl").write_text("{}\n")
     c = from_dict(BASE, base_dir=str(tmp_path))
     assert c.resolve("rows.jsonl") == str(tmp_path / "rows.jsonl")
     assert c.resolve("org/dataset") == "org/dataset"
-    assert isinstance(RunConfig().rft.max_steps, int)
+    # Without a YAML folder (the UI), an existing relative path still becomes absolute for the run folder.
+    monkeypatch.chdir(tmp_path)
+    assert from_dict(BASE).resolve("rows.jsonl") == str(tmp_path / "rows.jsonl")

@@ -1,6 +1,5 @@
 """The run folder: atomic status, append-only JSONL with a tolerant reader, run ids, dead-process detection."""
 
-import json
 import os
 import subprocess
 import sys
@@ -57,10 +56,12 @@ def test_run_ids_are_unique_and_cannot_escape(tmp_path):
     assert safe_name("../../etc/passwd") == "etc-passwd"
     (a.path / "status.json").write_text("{}")
     assert open_run(tmp_path, a.id).path == a.path.resolve()
-    with pytest.raises(RunError):
-        open_run(tmp_path, "..")
-    with pytest.raises(RunError):
-        open_run(tmp_path, "no-such-run")
+    outside = new_run(tmp_path / "elsewhere", "x")
+    (outside.path / "status.json").write_text("{}")
+    for bad in ("..", "no-such-run", str(outside.path), f"../{tmp_path.name}/elsewhere/{outside.id}",
+                f"elsewhere/{outside.id}"):
+        with pytest.raises(RunError):
+            open_run(tmp_path, bad)
 
 
 def test_dead_process_is_marked_failed(tmp_path):
@@ -69,8 +70,13 @@ def test_dead_process_is_marked_failed(tmp_path):
     run = new_run(tmp_path, "dead")
     run.write_status(state="running", pid=proc.pid, created=1)
     status = refresh_state(run)
-    assert status["state"] == "failed" and "--resume" in status["error"]
+    assert status["state"] == "failed" and "No checkpoint had been saved yet" in status["error"]
     assert list_runs(tmp_path)[0]["state"] == "failed"
+    # With a checkpoint, the message says how to resume from it.
+    (run.checkpoints / "sft" / "checkpoint-4").mkdir(parents=True)
+    (run.checkpoints / "sft" / "checkpoint-4" / "trainer_state.json").write_text("{}")
+    run.write_status(state="running")
+    assert "--resume" in refresh_state(run)["error"]
 
 
 def test_live_process_stays_running(tmp_path):
@@ -85,4 +91,26 @@ def test_prune_keeps_best_k_and_latest(tmp_path):
     kept = prune_checkpoints(tmp_path, {10: 0.9, 20: 0.1, 30: 0.5, 40: 0.2}, keep=2)
     assert kept == [10, 30, 40]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-10", "checkpoint-30", "checkpoint-40"]
-    json.dumps(kept)
+
+
+WRITER = """
+import sys
+from finetuner.runs import RunFolder
+run = RunFolder(sys.argv[1])
+for i in range(300):
+    run.write_status(**{sys.argv[2]: i})
+"""
+
+
+def test_concurrent_writers_lose_nothing_and_readers_never_see_a_torn_file(tmp_path):
+    run = RunFolder(tmp_path)
+    run.write_status(state="running")
+    procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path), key]) for key in ("step", "other")]
+    bad = 0
+    while any(p.poll() is None for p in procs):
+        status = run.read_status()
+        bad += status.get("state") != "running"
+    assert all(p.wait() == 0 for p in procs)
+    final = run.read_status()
+    assert bad == 0 and final == {"state": "running", "step": 299, "other": 299}
+    assert not list(tmp_path.glob("*.tmp"))

@@ -39,9 +39,9 @@ def data(tmp_path):
                                                           for r in arith.eval_rows(8)])}
 
 
-def make_cfg(data, **extra):
+def make_cfg(files, **extra):
     base = {"name": "t", "model": {"name": "tiny", "max_length": 64},
-            "data": {"train": data["sft"], "eval": data["eval"]},
+            "data": {"train": files["sft"], "eval": files["eval"]},
             "sft": {"max_steps": 3, "batch_size": 8, "learning_rate": 1e-3, "save_steps": 100},
             "rft": {"max_steps": 2, "batch_size": 8, "num_generations": 4, "max_completion_length": 8,
                     "learning_rate": 2e-4, "save_steps": 100},
@@ -118,16 +118,16 @@ def test_launch_watch_stop_and_resume(tmp_path, data):
     run = launch(cfg, tmp_path / "runs")
     pid = run.read_status()["pid"]
     assert os.getpgid(pid) == pid != os.getpgid(0)  # its own process group
-    seen = []
+    seen = 0
     deadline = time.time() + 120
-    while time.time() < deadline and len(seen) < 3:
+    while time.time() < deadline and seen < 3:
         # Another process reads the run while it trains, as the UI does.
         out = subprocess.run([sys.executable, "-c", "import sys; from finetuner.runs import RunFolder;"
                               "print(len(RunFolder(sys.argv[1]).metrics()))", str(run.path)],
                              capture_output=True, text=True, check=True)
-        seen = [int(out.stdout)] if int(out.stdout) >= 3 else []
-        time.sleep(0.3)
-    assert seen, (run.log_path.read_text()[-2000:] if run.log_path.exists() else "no log")
+        seen = int(out.stdout)
+        time.sleep(0.2)
+    assert seen >= 3, (run.log_path.read_text()[-2000:] if run.log_path.exists() else "no log")
     assert run.read_status()["state"] == "running"
     request_stop(run)
     status = wait(run, timeout=120)
@@ -154,7 +154,7 @@ def test_rft_scores_eval_split_and_keeps_best_checkpoints(tmp_path, data):
     assert [m["step"] for m in evals] == [1, 2, 3]
     assert all(m.get("eval_rewards/digits/mean") is not None for m in evals)
     best = max(evals, key=lambda m: m["eval_reward"])["step"]
-    kept = sorted(p.name for p in (run.checkpoints / "rft").iterdir())
+    kept = sorted(p.name for p in (run.checkpoints / "rft").glob("checkpoint-*"))
     assert kept == sorted({f"checkpoint-{best}", "checkpoint-3"})
     assert any(s["split"] == "eval" for s in run.samples())
 
@@ -170,3 +170,75 @@ def test_failing_grader_stops_the_run_with_a_reason(tmp_path, data):
     assert status["step"] == 1  # stopped after the first step, not trained on noise
     errors = [s["errors"]["broken"] for s in run.samples()]
     assert errors and all(e["type"] == "runtime_error" and "no answer column" in e["message"] for e in errors)
+
+
+def test_resume_after_sft_reloads_its_adapter_and_a_finished_run_stays_finished(tmp_path, data):
+    run = new_run(tmp_path / "runs", "resume")
+    cfg = make_cfg(data, method="sft+rft")
+    assert train_run(cfg, run)["state"] == "finished"
+    # Leave the folder as a crash right after the SFT stage would: SFT done, nothing of RFT.
+    import shutil
+
+    shutil.rmtree(run.checkpoints / "rft", ignore_errors=True)
+    run.write_status(state="failed", stages_done=["sft"], stage_steps={"sft": 3}, handover_rft_start=None)
+    status = train_run(cfg, run, resume=True)
+    assert status["state"] == "finished", status.get("error")
+    # The RFT stage started from the SFT adapter reloaded from disk, not from a live object.
+    assert status["handover_rft_start"] == status["handover_sft_end"] == _file_fingerprint(run.stage_adapter("sft"))
+    assert status["stage_steps"] == {"sft": 3, "rft": 2} and status["run_step"] == 5
+    again = train_run(cfg, run, resume=True)  # nothing left to train: still finished, nothing retrained
+    assert again["state"] == "finished" and again["run_step"] == 5
+
+
+def test_stop_requested_while_queued_is_honoured(tmp_path, data):
+    run = new_run(tmp_path / "runs", "queued")
+    run.write_status(state="queued")
+    run.stop_path.write_text("now")
+    status = train_run(make_cfg(data, method="sft"), run)
+    assert status["state"] == "stopped" and "before training started" in status["error"]
+    assert not run.metrics() and not run.stop_path.exists()
+
+
+def test_rollouts_carry_the_step_they_trained_and_their_split(tmp_path, data):
+    run = new_run(tmp_path / "runs", "tags")
+    cfg = make_cfg(data, method="rft", rft={"max_steps": 4, "logging_steps": 2, "eval_steps": 3})
+    assert train_run(cfg, run)["state"] == "finished"
+    counts = {}
+    for s in run.samples():
+        counts[(s["step"], s["split"])] = counts.get((s["step"], s["split"]), 0) + 1
+    # Evaluations at step 3 (eval_steps) and at the last step; 8 held-out prompts x 4 generations each.
+    assert counts == {(1, "train"): 8, (2, "train"): 8, (3, "train"): 8, (4, "train"): 8, (3, "eval"): 32,
+                      (4, "eval"): 32}
+
+
+def test_eval_steps_without_eval_data_is_said(tmp_path, data):
+    run = new_run(tmp_path / "runs", "noeval")
+    cfg = make_cfg(data, method="rft", data={"train": data["sft"], "eval": "", "eval_fraction": 0},
+                   rft={"max_steps": 1, "eval_steps": 1})
+    status = train_run(cfg, run)
+    assert status["state"] == "finished" and "`rft.eval_steps` is 1 but there is no held-out data" in status["notice"]
+
+
+def test_broken_grader_fails_before_any_training(tmp_path, data):
+    run = new_run(tmp_path / "runs", "early")
+    bad = {"name": "x", "type": "string_chek", "input": "{{sample.output_text}}", "reference": "a"}
+    cfg = make_cfg(data, method="sft+rft", graders=[bad])
+    status = train_run(cfg, run)
+    assert status["state"] == "failed" and "string_chek" in status["error"]
+    assert not run.metrics()  # SFT never started
+
+
+def test_launch_with_paths_relative_to_the_working_folder(tmp_path, data, monkeypatch):
+    work = tmp_path / "project"
+    work.mkdir()
+    (work / "rows.jsonl").write_text(open(data["sft"]).read())
+    (work / "g.py").write_text("def grade(sample, item):\n    return float(len(sample['output_text']) > 3)\n")
+    monkeypatch.chdir(work)
+    cfg = make_cfg({"sft": "rows.jsonl", "eval": ""}, method="rft", rft={"max_steps": 1},
+                   graders=[{"name": "long", "type": "python", "file": "g.py"}])
+    run = launch(cfg, tmp_path / "runs")
+    status = wait(run, timeout=300)
+    assert status["state"] == "finished", status.get("error")
+    saved = run.config_path.read_text()
+    assert str(work / "rows.jsonl") in saved and str(work / "g.py") in saved
+    assert {"long"} <= set(run.samples()[0]["scores"])
