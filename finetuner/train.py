@@ -15,7 +15,7 @@ import time
 import traceback
 
 from .config import RunConfig
-from .errors import FinetunerError
+from .errors import ConfigError, FinetunerError
 from .runs import RunFolder
 
 log = logging.getLogger("finetuner.train")
@@ -163,6 +163,14 @@ def _prepare(cfg: RunConfig, todo: list[str], notices: list[str]) -> dict:
     from .data import load_stage_data
     from .models import load_tokenizer
 
+    wanted = [r for r in cfg.report_to if r and r != "none"]
+    if wanted:
+        from transformers.integrations import get_available_reporting_integrations
+
+        missing = sorted(set(wanted) - set(get_available_reporting_integrations()))
+        if missing:
+            raise ConfigError(f"`report_to` names {', '.join(missing)}, which is not installed here. Install it "
+                              f"(pip install {' '.join(missing)}) or remove it; the run folder is written anyway.")
     tok = load_tokenizer(cfg.model.name, cfg.model.trust_remote_code)
     data = {}
     for stage in todo:

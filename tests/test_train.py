@@ -242,3 +242,9 @@ def test_launch_with_paths_relative_to_the_working_folder(tmp_path, data, monkey
     saved = run.config_path.read_text()
     assert str(work / "rows.jsonl") in saved and str(work / "g.py") in saved
     assert {"long"} <= set(run.samples()[0]["scores"])
+
+
+def test_report_to_a_tracker_that_is_not_installed_is_refused_first(tmp_path, data):
+    run = new_run(tmp_path / "runs", "tracker")
+    status = train_run(make_cfg(data, method="sft", report_to=["wandb"]), run)
+    assert status["state"] == "failed" and "`report_to` names wandb" in status["error"] and not run.metrics()

@@ -22,9 +22,11 @@ log = logging.getLogger("finetuner.ui")
 def new_project() -> dict:
     """The project a person builds across tabs, as plain data (it lives in a gr.State per browser session).
 
-    data:    {"path", "name", "method_hint", "format", "rows", "columns", "has_labels", "ok"} after the Data tab
+    data:    {"path", "name", "method_hint", "format", "rows", "columns", "has_labels", "ok", "tokens"} after the
+             Data tab; tokens = {"what", "p95", "max"} feeds the memory estimate
     graders: list of grader specs exactly as in a run's YAML `graders:` list
-    dry_run: the last grader test summary (graders.dryrun summary_json) or None
+    dry_run: the last grader test summary (graders.dryrun summary_json) plus "source" ("base" or "column")
+             and "k", or None; only base-model samples give the pass rate the method advice uses
     config:  overrides for the RunConfig the Train tab writes (nested dict), may be empty
     """
     return {"data": {}, "graders": [], "dry_run": None, "config": {}}
@@ -71,6 +73,16 @@ def message(err: BaseException) -> str:
     if isinstance(err, FinetunerError):
         return str(err)
     return f"Something went wrong: {type(err).__name__}: {err}. Details are in the app's log."
+
+
+def bind(ctx, fn, *extra):
+    """fn(ctx, *extra, *inputs) as a Gradio handler. No functools.wraps: Gradio inspects the signature and
+    must see (*args), not ctx; the name is kept for `safe`'s log lines."""
+    def bound(*args):
+        return fn(ctx, *extra, *args)
+
+    bound.__name__ = fn.__name__
+    return bound
 
 
 def safe(handler):

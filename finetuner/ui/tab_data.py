@@ -17,7 +17,7 @@ import gradio as gr
 from ..config import DataConfig, help_for, iter_fields
 from ..data import check_data, detect_format, split_indices
 from ..errors import DataError
-from .context import AppContext, Shared, safe
+from .context import AppContext, Shared, bind, safe
 from .data_view import TOKENIZER_LOCK, display_name, preview_html, report_markdown, save_upload, tokenizer_for
 
 METHODS = [("SFT: learn from labelled answers", "sft"), ("RFT: learn from graders' scores", "rft"),
@@ -248,12 +248,12 @@ def build(ctx: AppContext, shared: Shared):
     settings = [method, fmt, *col_boxes, split, eval_mode, fraction, max_rows]
     outputs = [shared.project, status, preview, fmt, *col_boxes, col_acc]
     # One source at a time: a file empties the id box, an id empties the file box.
-    upload.upload(safe(_bind(ctx, upload_data)), [shared.project, upload, *settings], outputs).then(
+    upload.upload(safe(bind(ctx, upload_data)), [shared.project, upload, *settings], outputs).then(
         lambda: "", None, [hub])
     for event in (hub_btn.click, hub.submit):
         event(safe(use_hub_id), [shared.project, hub, *settings], outputs).then(lambda: None, None, [upload])
     for key, comp in (("eval", eval_file), ("rft_train", rft_file)):
-        handler = _bind(ctx, upload_side_file, key)
+        handler = bind(ctx, upload_side_file, key)
         comp.upload(safe(handler), [shared.project, comp, *settings], outputs)
         comp.clear(safe(handler), [shared.project, comp, *settings], outputs)
     checker = safe(check)
@@ -269,11 +269,3 @@ def build(ctx: AppContext, shared: Shared):
     shared.on_project_loaded(from_project, redraw)
     shared.project.change(safe(sync), [shared.project], redraw, show_progress="hidden")
 
-
-def _bind(ctx, fn, *extra):
-    """fn(ctx, *extra, *inputs) as a Gradio handler. No functools.wraps: Gradio must see (*args), not ctx."""
-    def bound(*args):
-        return fn(ctx, *extra, *args)
-
-    bound.__name__ = fn.__name__
-    return bound

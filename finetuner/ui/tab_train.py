@@ -20,7 +20,7 @@ from .. import memory, recommend
 from ..config import RunConfig, dump_yaml, from_dict, iter_fields, to_dict
 from ..errors import FinetunerError
 from ..runs import launch as start_run
-from .context import AppContext, Shared, new_project, safe
+from .context import AppContext, Shared, bind, new_project, safe
 
 INFO = {name: (tp, default, text.replace("`", ""), choices) for name, tp, default, text, choices in iter_fields()}
 ADAPTER = ("model.quantization", "adapter.type", "adapter.r", "adapter.alpha", "adapter.dropout",
@@ -347,22 +347,14 @@ def build(ctx: AppContext, shared: Shared):
         for event in (("blur", "submit") if typed else ("input",)):
             getattr(comp, event)(store, inputs, [shared.project])
     for comp in (plan, params_b):
-        comp.input(safe(_bind(ctx, preview)), inputs, shown)
+        comp.input(safe(bind(ctx, preview)), inputs, shown)
     comps["method"].change(method_changed, [comps["method"]], [sft_acc, rft_acc])
     rec_btn.click(safe(use_recommended), [shared.project], [comps["method"]]).then(store, inputs, [shared.project])
     preset_btn.click(safe(apply_preset), [plan, *controls], controls).then(store, inputs, [shared.project])
-    launch_btn.click(safe(_bind(ctx, launch)), inputs, [shared.run_id, shared.tabs, message])
+    launch_btn.click(safe(bind(ctx, launch)), inputs, [shared.run_id, shared.tabs, message])
     redraw = [*controls, sft_acc, rft_acc, *shown]
     # Whatever changed the project (these controls, the data, graders or a grader test), redraw from it.
-    shared.project.change(safe(_bind(ctx, from_project)), [shared.project, plan, params_b], redraw,
+    shared.project.change(safe(bind(ctx, from_project)), [shared.project, plan, params_b], redraw,
                           show_progress="hidden")
-    shared.on_project_loaded(_bind(ctx, from_project), redraw)
+    shared.on_project_loaded(bind(ctx, from_project), redraw)
 
-
-def _bind(ctx, fn):
-    """fn(ctx, *inputs) as a Gradio handler. No functools.wraps: Gradio must see (*args), not ctx."""
-    def bound(*args):
-        return fn(ctx, *args)
-
-    bound.__name__ = fn.__name__
-    return bound
