@@ -1,7 +1,317 @@
-"""Tab: monitor (placeholder until built)."""
+"""Tab 4, Monitor: live charts, progress with ETA, warnings, the rollout browser, and Stop / Force stop.
+
+Everything is read from the run folder (finetuner/ui/run_watch.py tails it incrementally), so closing or
+reloading the browser neither pauses nor loses a run: on page load the tab re-attaches to the run now
+training, or to the one the Train tab launched (`shared.run_id`). A `gr.Timer` ticks every 2 seconds; a
+tick whose run folder has not changed returns `gr.skip()` and costs a few `stat` calls.
+
+Handlers are plain functions of (ctx, values...) so tests drive them without a browser: `view` returns a
+dict keyed by OUTPUTS (values may be `gr.skip()`), `tick`/`render` return it as the tuple Gradio wants.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import re
+
+import gradio as gr
+
+from ..errors import RunError
+from ..runs import ACTIVE_STATES, force_stop, list_runs, open_run, request_stop
+from . import figures, rollouts
+from .context import AppContext, Shared, bind, safe
+from .run_watch import get_watch, health_warnings, progress, progress_text
+
+log = logging.getLogger("finetuner.ui")
+TICK_SECONDS = 2.0
+TABLE_ROWS = 200  # rollouts shown at once; filters narrow the rest down
+PLOTS = figures.PANELS
+OUTPUTS = (*PLOTS, "progress", "warnings", "stop", "force", "table", "keys", "error_filter", "score_of", "detail",
+           "picker", "seen")
+FILTER_LABELS = ("step_min", "step_max", "split", "grader_error", "score_of", "score_min", "score_max", "search")
+STATE_COLORS = {"running": "#2f9e44", "queued": "#868e96", "stopping": "#e67700", "finished": "#1c7ed6",
+                "stopped": "#868e96", "failed": "#e03131"}
 
 
-def build(ctx, shared):
-    import gradio as gr
+# ------------------------------------------------------------------ choosing the run
 
-    gr.Markdown("This tab is being built.")
+
+def run_choices(ctx: AppContext) -> list[tuple[str, str]]:
+    """(label, id) for every run, newest first: 'id · state'."""
+    # The id already holds the name and the start time (name-YYYYmmdd-HHMMSS).
+    return [(f"{st['id']} · {st.get('state', '?')}", st["id"]) for st in list_runs(ctx.runs_dir)]
+
+
+def pick_run(ctx: AppContext, wanted: str | None, choices=None) -> str:
+    """The run to show: `wanted` if it exists, else the one training now, else the newest, else ''."""
+    ids = [c[1] for c in (choices if choices is not None else run_choices(ctx))]
+    if wanted and wanted in ids:
+        return wanted
+    active = ctx.active_run()
+    if active:
+        return active["id"]
+    return ids[0] if ids else ""
+
+
+def attach(ctx: AppContext, wanted: str | None):
+    """On page load and when another tab sets the run: refresh the picker and select the run to watch."""
+    choices = run_choices(ctx)
+    return gr.update(choices=choices, value=pick_run(ctx, wanted, choices) or None)
+
+
+# ------------------------------------------------------------------ the view
+
+
+def _filter(values) -> rollouts.RolloutFilter:
+    return rollouts.RolloutFilter(**dict(zip(FILTER_LABELS, values)))
+
+
+def _progress_html(p: dict, run_id: str) -> str:
+    color = STATE_COLORS.get(p["state"], "#868e96")
+    pct = 100 * (1.0 if p["state"] == "finished" else p["fraction"])
+    text = progress_text(p).replace("**", "")
+    parts = [f'<div class="ft-progress"><div style="margin-bottom:4px"><span style="background:{color};color:white;'
+             f'border-radius:4px;padding:1px 6px;font-weight:600">{html.escape(p["state"])}</span> '
+             f'<code>{html.escape(run_id)}</code> · {html.escape(text.split(" · ", 1)[-1])}</div>',
+             f'<div style="background:#e9ecef;border-radius:6px;height:10px"><div style="width:{pct:.1f}%;'
+             f'background:{color};height:10px;border-radius:6px"></div></div>']
+    if p.get("stop_requested") and p["state"] != "stopping":
+        parts.append('<div style="color:#e67700;margin-top:6px">Stop requested: the run stops after the current '
+                     'step and saves its adapter.</div>')
+    if p.get("error"):
+        tone = "#e03131" if p["state"] == "failed" else "#495057"
+        # Engine messages quote commands in `backticks`: show them as code.
+        text = re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(str(p["error"])))
+        parts.append(f'<div style="color:{tone};margin-top:6px">{text}</div>')
+    elif p.get("notice") and p["state"] in ACTIVE_STATES:
+        parts.append(f'<div style="color:#868e96;margin-top:6px;font-size:0.9em">{html.escape(p["notice"])}</div>')
+    return "".join(parts) + "</div>"
+
+
+NO_RUN = "No run selected. Launch one on the <b>Train</b> tab, or press <b>Try the demo</b>."
+
+
+def _empty_view(text: str = NO_RUN) -> dict:
+    out = {name: figures.empty_figure(name.title(), "Pick a run above.") for name in PLOTS}
+    out.update(progress=f"<div>{text}</div>", warnings="", stop=gr.update(interactive=False),
+               force=gr.update(interactive=False),
+               table={"headers": ["step", "total", "completion"], "data": []}, keys=[],
+               error_filter=gr.skip(), score_of=gr.skip(), detail="", picker=gr.skip(), seen=None)
+    return out
+
+
+def view(ctx: AppContext, run_id: str, smoothing: float, log_y: bool, live: bool, seen: dict | None,
+         filter_values=(), force: bool = False) -> dict:
+    """Every output of the Monitor for `run_id`; parts unchanged since `seen` are gr.skip()."""
+    if not run_id:
+        return _empty_view() if force or seen else {name: gr.skip() for name in OUTPUTS}
+    try:
+        run = open_run(ctx.runs_dir, run_id)
+    except RunError:
+        # Deleted from the Runs tab (or by hand) while shown: say so once, not a warning every tick.
+        gone = {"run": run_id, "missing": True}
+        if seen == gone and not force:
+            return {name: gr.skip() for name in OUTPUTS}
+        return {**_empty_view(f"Run <code>{html.escape(run_id)}</code> no longer exists. Pick another run."),
+                "seen": gone}
+    watch = get_watch(run.path)
+    opts = [round(float(smoothing or 0), 3), bool(log_y)]
+    now = {"run": run_id, "m": watch.metrics_version, "s": watch.samples_version, "st": watch.status_version,
+           "opts": opts, "state": watch.status.get("state")}
+    seen = None if force or not seen or seen.get("run") != run_id or "m" not in seen else seen
+    out = {name: gr.skip() for name in OUTPUTS}
+    if seen == now:
+        return out
+    if seen is None or (seen["m"], seen["opts"]) != (now["m"], now["opts"]):
+        key = (watch.metrics_version, *opts)
+        figs = watch.figure_cache.get(key)  # shared by every browser watching this run
+        if figs is None:
+            figs = watch.figure_cache[key] = figures.monitor_figures(watch.columns, opts[0], opts[1], run_id)
+        out.update(figs)
+        out["warnings"] = _warnings_md(health_warnings(watch))
+    if seen is None or (seen["m"], seen["st"]) != (now["m"], now["st"]):
+        p = progress(watch)
+        out["progress"] = _progress_html(p, run_id)
+        active = p["state"] in ACTIVE_STATES
+        out["stop"] = gr.update(interactive=active and p["state"] != "stopping" and not p["stop_requested"])
+        out["force"] = gr.update(interactive=active)
+    if seen is not None and seen.get("state") != now["state"]:
+        out["picker"] = gr.update(choices=run_choices(ctx))  # the labels carry the state
+    if seen is None or (live and seen["s"] != now["s"]):
+        out.update(rollout_outputs(watch.samples, filter_values, fresh=seen is None))
+    if seen is None or (seen["s"] == 0 and now["s"]):  # a new run, or its first rollouts arrived
+        out["detail"] = rollouts.rollout_detail(watch.samples, None)
+    out["seen"] = now
+    return out
+
+
+def _warnings_md(items: list[str]) -> str:
+    return "\n".join(f"- ⚠️ {w}" for w in items)
+
+
+def rollout_outputs(samples: list[dict], filter_values, fresh: bool = False) -> dict:
+    f = _filter(filter_values)
+    graders = rollouts.grader_names(samples)
+    keys = rollouts.filter_rollouts(samples, f, limit=TABLE_ROWS)
+    out = {"table": rollouts.rollout_table(samples, keys, graders), "keys": keys}
+    err_choices = rollouts.error_choices(samples)
+    out["error_filter"] = gr.update(choices=err_choices, value=f.grader_error if f.grader_error in err_choices
+                                    else rollouts.ALL) if fresh or graders else gr.skip()
+    out["score_of"] = gr.update(choices=["total", *graders],
+                                value=f.score_of if f.score_of in ["total", *graders] else "total")
+    return out
+
+
+def _as_tuple(d: dict):
+    return tuple(d[name] for name in OUTPUTS)
+
+
+def render(ctx, run_id, smoothing, log_y, live, *filter_values):
+    """A full redraw: the run or the chart options changed."""
+    return _as_tuple(view(ctx, run_id, smoothing, log_y, live, None, filter_values, force=True))
+
+
+def tick(ctx, run_id, smoothing, log_y, live, seen, *filter_values):
+    """The timer: only what changed in the run folder since this browser's last view."""
+    try:
+        out = view(ctx, run_id, smoothing, log_y, live, seen, filter_values)
+    except Exception:  # noqa: BLE001 - a poll must not raise a toast every 2 seconds; the next one retries
+        log.warning("Monitor refresh of %s failed", run_id, exc_info=True)
+        return gr.skip()
+    if all(is_skip(v) for v in out.values()):
+        return gr.skip()  # one skip for every output: nothing is sent to the browser
+    return _as_tuple(out)
+
+
+def is_skip(value) -> bool:
+    return isinstance(value, dict) and value == gr.skip()
+
+
+def apply_filters(ctx, run_id, *filter_values):
+    """The rollout filters changed: redo the table only."""
+    if not run_id:
+        return gr.skip(), gr.skip()
+    watch = get_watch(open_run(ctx.runs_dir, run_id).path)
+    out = rollout_outputs(watch.samples, filter_values)
+    return out["table"], out["keys"]
+
+
+def select_rollout(ctx, run_id, keys, row_index) -> str:
+    if not run_id or row_index is None or not (0 <= row_index < len(keys or [])):
+        return gr.skip()
+    watch = get_watch(open_run(ctx.runs_dir, run_id).path, refresh=False)
+    return rollouts.rollout_detail(watch.samples, keys[row_index])
+
+
+# ------------------------------------------------------------------ stopping
+
+
+def stop(ctx, run_id):
+    if not run_id:
+        raise RunError("Pick a run first.")
+    request_stop(open_run(ctx.runs_dir, run_id))
+    gr.Info("Stop requested: the run finishes its current step, saves the adapter and a checkpoint, then stops. "
+            "Resume later from the Runs tab or with `python -m finetuner train --resume`.")
+    return gr.update(interactive=False)
+
+
+def force_kill(ctx, run_id):
+    if not run_id:
+        raise RunError("Pick a run first.")
+    run = open_run(ctx.runs_dir, run_id)
+    force_stop(run)
+    gr.Info(f"Run {run_id} was killed. Its last checkpoint is kept; steps since then are lost.")
+    return gr.update(visible=False)
+
+
+# ------------------------------------------------------------------ layout
+
+
+def build(ctx: AppContext, shared: Shared):
+    gr.Markdown("Live view of a run, read from its folder: closing this page never stops training. Charts "
+                "refresh every 2 seconds while something changes; their x axis is the step, SFT and RFT on one "
+                "timeline. Drag to zoom, double-click to reset, click a legend entry to hide it.",
+                elem_classes="ft-help")
+    with gr.Row():
+        picker = gr.Dropdown(label="Run", info="The run these charts show. Opening the app picks the run now "
+                             "training; older runs are listed too.", choices=[], scale=3)
+        with gr.Column(scale=2):
+            with gr.Row():
+                reload_btn = gr.Button("↻ Refresh list", size="md", min_width=110)
+                stop_btn = gr.Button("Stop", size="md", interactive=False, min_width=90)
+                force_btn = gr.Button("Force stop…", variant="stop", size="md", interactive=False, min_width=110)
+            gr.Markdown("**Stop** finishes the current step and saves the adapter and a checkpoint (resume it later "
+                        "from the Runs tab). **Force stop** kills the process at once.", elem_classes="ft-help")
+    with gr.Row(visible=False, elem_classes="ft-warn") as confirm_row:
+        gr.Markdown("**Kill the training process now?** Nothing is saved: the steps since the last checkpoint are "
+                    "lost. Prefer **Stop**, which saves at the end of the current step.")
+        yes_btn = gr.Button("Yes, kill it now", variant="stop", size="md", scale=0, min_width=160)
+        no_btn = gr.Button("Cancel", size="md", scale=0, min_width=100)
+    progress_box = gr.HTML()
+    warnings_box = gr.Markdown(elem_classes="ft-warn")
+    with gr.Accordion("Chart options", open=False):
+        with gr.Row():
+            smoothing = gr.Slider(0, 0.99, value=0.6, step=0.01, label="Smoothing",
+                                  info="Exponential moving average, as in TensorBoard: 0 shows raw values; the raw "
+                                       "curve stays faint behind the smoothed one.")
+            log_y = gr.Checkbox(False, label="Log scale for loss and KL",
+                                info="Helps when the loss falls by orders of magnitude.")
+            live = gr.Checkbox(True, label="Follow new rollouts",
+                               info="Refresh the rollout table as new steps arrive. Untick to keep it still "
+                                    "while you read.")
+    plots = {}
+    for row in (("loss", "reward"), ("kl", "length"), ("signal", "time"), ("memory",)):
+        with gr.Row():
+            for name in row:
+                plots[name] = gr.Plot(show_label=False)
+    with gr.Accordion("Rollouts: what the model wrote and how the graders scored it", open=True):
+        gr.Markdown("Newest first, up to 200 rows; narrow them down with the filters. Click a row for the full "
+                    "text, every grader's score, error and log, and the rest of its group.", elem_classes="ft-help")
+        with gr.Row():
+            # Textboxes, not Numbers: a blank bound means "no bound", which a Number box cannot show.
+            step_min = gr.Textbox(label="From step", info="Stage step; blank: the first", placeholder="e.g. 100",
+                                  min_width=110)
+            step_max = gr.Textbox(label="To step", info="Stage step; blank: the last", placeholder="e.g. 200",
+                                  min_width=110)
+            split = gr.Dropdown(["all", "train", "eval"], value="all", label="Split",
+                                info="Training rollouts or eval-split scoring", min_width=110)
+            err = gr.Dropdown([rollouts.ALL], value=rollouts.ALL, label="Grader errors",
+                              info="Only rows where a grader failed (all, or one by name)", min_width=170)
+        with gr.Row():
+            score_of = gr.Dropdown(["total"], value="total", label="Score of",
+                                   info="Which score the range applies to", min_width=110)
+            score_min = gr.Textbox(label="Min score", info="Blank: no lower bound", placeholder="e.g. 0.5",
+                                   min_width=110)
+            score_max = gr.Textbox(label="Max score", info="Blank: no upper bound", placeholder="e.g. 0",
+                                   min_width=110)
+            search = gr.Textbox(label="Search", info="Text in the prompt or completion (Enter to apply)",
+                                min_width=170)
+        table = gr.Dataframe(interactive=False, wrap=True, max_height=420, label="Rollouts",
+                             value={"headers": ["step", "total", "completion"], "data": []})
+        detail = gr.Markdown()
+    keys, seen = gr.State([]), gr.State(None)
+    timer = gr.Timer(TICK_SECONDS)
+
+    filters = [step_min, step_max, split, err, score_of, score_min, score_max, search]
+    outs = [*(plots[n] for n in PLOTS), progress_box, warnings_box, stop_btn, force_btn, table, keys, err,
+            score_of, detail, picker, seen]
+    view_inputs = [picker, smoothing, log_y, live]
+    gr.on(triggers=None, fn=safe(bind(ctx, attach)), inputs=[shared.run_id], outputs=picker)
+    reload_btn.click(safe(bind(ctx, attach)), inputs=[picker], outputs=picker)
+    picker.input(lambda rid: rid or "", inputs=picker, outputs=shared.run_id)
+    gr.on([picker.change, smoothing.release, log_y.input], safe(bind(ctx, render)), inputs=[*view_inputs, *filters],
+          outputs=outs)
+    timer.tick(safe(bind(ctx, tick)), inputs=[*view_inputs, seen, *filters], outputs=outs, show_progress="hidden")
+    gr.on([split.input, err.input, score_of.input, step_min.submit, step_max.submit, score_min.submit,
+           score_max.submit, search.submit], safe(bind(ctx, apply_filters)), inputs=[picker, *filters],
+          outputs=[table, keys])
+
+    def on_select(run_id, shown, evt: gr.SelectData):
+        return select_rollout(ctx, run_id, shown, evt.index[0] if evt.index else None)
+
+    table.select(safe(on_select), inputs=[picker, keys], outputs=detail)
+    stop_btn.click(safe(bind(ctx, stop)), inputs=picker, outputs=stop_btn)
+    force_btn.click(lambda: gr.update(visible=True), outputs=confirm_row)
+    no_btn.click(lambda: gr.update(visible=False), outputs=confirm_row)
+    yes_btn.click(safe(bind(ctx, force_kill)), inputs=picker, outputs=confirm_row)

@@ -1,7 +1,285 @@
-"""Tab: runs (placeholder until built)."""
+"""Runs tab: every run under the runs folder (it survives an app restart: the folders are the history),
+open one in the Monitor or Evaluate tab, resume, compare several, export, delete.
+
+A run whose training process died without a word is shown `failed` (runs.refresh_state notices it).
+Exports are finetuner/export.py's; this module only lays them out and hands over the files.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import gradio as gr
+import yaml
+
+from .. import export
+from ..errors import RunError
+from ..runs import ACTIVE_STATES, FINAL_STATES, list_runs, open_run, start_child
+from . import figures
+from .context import AppContext, Shared, bind, safe
+from .run_watch import forget, get_watch, latest, tail_rows
+from .tab_monitor import run_choices
+
+HEADERS = ["run", "state", "method", "model", "steps", "started", "duration", "reward", "eval reward", "loss",
+           "note"]
 
 
-def build(ctx, shared):
-    import gradio as gr
+def _duration(st: dict) -> str:
+    start = st.get("started") or st.get("created")
+    if not start:
+        return ""
+    end = st.get("finished") if st.get("state") not in ACTIVE_STATES else None
+    s = int((end or time.time()) - start)
+    return f"{s // 3600}h {s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m {s % 60:02d}s"
 
-    gr.Markdown("This tab is being built.")
+
+def _model(path) -> str:
+    try:
+        spec = yaml.safe_load((path / "config.yaml").read_text(encoding="utf-8")) or {}
+        return str((spec.get("model") or {}).get("name", ""))
+    except (OSError, yaml.YAMLError):
+        return ""
+
+
+def _num(v) -> str:
+    return "" if v is None else f"{v:.3f}"
+
+
+def runs_table(ctx: AppContext) -> tuple[dict, list[str]]:
+    """({"headers", "data"} for the table, run ids in table order). Reads only each metrics file's tail."""
+    data, ids = [], []
+    for st in list_runs(ctx.runs_dir):
+        run = open_run(ctx.runs_dir, st["id"])
+        tail = tail_rows(run.metrics_path)
+        started = st.get("started") or st.get("created")
+        steps = f"{st.get('run_step', st.get('step', 0)) or 0}"
+        if st.get("state") in ACTIVE_STATES and st.get("total"):
+            steps = f"{st.get('stage', '')} {st.get('step', 0)}/{st['total']}"
+        note = str(st.get("error") or "")
+        data.append([st["id"], st.get("state", "?"), st.get("method", ""), _model(run.path), steps,
+                     time.strftime("%Y-%m-%d %H:%M", time.localtime(started)) if started else "", _duration(st),
+                     _num(latest(tail, "reward")), _num(latest(tail, "eval_reward")), _num(latest(tail, "loss")),
+                     note[:120] + ("…" if len(note) > 120 else "")])
+        ids.append(st["id"])
+    return {"headers": HEADERS, "data": data}, ids
+
+
+def refresh(ctx: AppContext, selected: str | None = None):
+    table, ids = runs_table(ctx)
+    choices = run_choices(ctx)
+    value = selected if selected in ids else (ids[0] if ids else None)
+    return table, ids, gr.update(choices=choices, value=value), gr.update(choices=choices)
+
+
+def auto_refresh(ctx: AppContext, last: dict | None):
+    """The timer: redraw the table only when a row changed (a run started, ended or moved on)."""
+    table, ids = runs_table(ctx)
+    if table == last:
+        return gr.skip()
+    choices = run_choices(ctx)
+    return table, ids, gr.update(choices=choices), gr.update(choices=choices), table
+
+
+def select_row(ids: list[str], row_index: int | None):
+    if row_index is None or not (0 <= row_index < len(ids or [])):
+        return gr.skip()
+    return ids[row_index]
+
+
+def open_in(ctx: AppContext, tab: str, run_id: str):
+    """Show `run_id` in another tab ("monitor" or "evaluate")."""
+    if not run_id:
+        raise RunError("Pick a run in the table first.")
+    open_run(ctx.runs_dir, run_id)
+    return run_id, gr.Tabs(selected=tab)
+
+
+def resume(ctx: AppContext, run_id: str):
+    """Continue a stopped or failed run from its last checkpoint, as a new child process."""
+    if not run_id:
+        raise RunError("Pick a run in the table first.")
+    run = open_run(ctx.runs_dir, run_id)
+    active = ctx.active_run()
+    if active:
+        raise RunError(f"Run {active['id']} is training now; one run at a time. Stop it first.")
+    state = run.read_status().get("state")
+    if state == "finished":
+        raise RunError(f"Run {run_id} already finished; there is nothing to resume. Start a new run instead.")
+    if state not in FINAL_STATES:
+        raise RunError(f"Run {run_id} is {state}; only a stopped or failed run can be resumed.")
+    run.write_status(state="queued", error=None)
+    start_child(run, [sys.executable, "-m", "finetuner", "train", "--resume", str(run.path)])
+    gr.Info(f"Resuming {run_id} from its last checkpoint. Watch it in the Monitor tab.")
+    return run_id, gr.Tabs(selected="monitor")
+
+
+def delete(ctx: AppContext, run_id: str):
+    if not run_id:
+        raise RunError("Pick a run in the table first.")
+    run = open_run(ctx.runs_dir, run_id)
+    export.delete_run(run)
+    forget(run.path)
+    gr.Info(f"Deleted run {run_id}.")
+    return (gr.update(visible=False), *refresh(ctx))
+
+
+# ------------------------------------------------------------------ compare
+
+
+def _flatten(value, prefix: str = "") -> dict:
+    if isinstance(value, dict):
+        out = {}
+        for k, v in value.items():
+            out.update(_flatten(v, f"{prefix}{k}."))
+        return out
+    return {prefix.rstrip("."): value}
+
+
+def config_diff(ctx: AppContext, run_ids: list[str]) -> dict:
+    """The config fields that differ between the runs: one row per field, one column per run."""
+    flats = []
+    for rid in run_ids:
+        spec = yaml.safe_load(open_run(ctx.runs_dir, rid).config_path.read_text(encoding="utf-8")) or {}
+        flats.append(_flatten(export.strip_secrets(spec)))
+    keys = sorted(set().union(*flats)) if flats else []
+    data = []
+    for key in keys:
+        values = [f.get(key, "—") for f in flats]
+        if len({repr(v) for v in values}) > 1:
+            data.append([key, *[str(v) for v in values]])
+    if flats and not data:
+        data = [["(no differences)", *["" for _ in flats]]]
+    return {"headers": ["field", *run_ids], "data": data}
+
+
+def compare(ctx: AppContext, run_ids: list[str], metric: str | None, smoothing: float):
+    """Overlaid curves of `metric` and the config diff for 2+ runs; also the metrics they share."""
+    run_ids = list(run_ids or [])
+    if len(run_ids) < 2:
+        fig = figures.empty_figure("Compare runs", "Pick two or more runs to compare.")
+        return fig, {"headers": ["field"], "data": []}, gr.update()
+    watches = [(rid, get_watch(open_run(ctx.runs_dir, rid).path)) for rid in run_ids]
+    shared = set.intersection(*(set(w.columns.keys()) for _r, w in watches)) or \
+        set().union(*(w.columns.keys() for _r, w in watches))
+    preferred = [m for m in ("reward", "loss", "eval_reward") if m in shared]
+    choices = preferred + sorted(shared - set(preferred))
+    metric = metric if metric in choices else (choices[0] if choices else "reward")
+    fig = figures.compare_figure([(rid, w.columns) for rid, w in watches], metric, smoothing or 0.0)
+    return fig, config_diff(ctx, run_ids), gr.update(choices=choices, value=metric)
+
+
+# ------------------------------------------------------------------ export
+
+
+def _run(ctx, run_id):
+    if not run_id:
+        raise RunError("Pick a run in the table first.")
+    return open_run(ctx.runs_dir, run_id)
+
+
+def export_adapter(ctx: AppContext, run_id: str):
+    path = export.export_adapter(_run(ctx, run_id))
+    return str(path), f"Adapter saved as `{path}`; download it above."
+
+
+def export_bundle(ctx: AppContext, run_id: str):
+    path = export.export_bundle(_run(ctx, run_id))
+    return str(path), (f"Bundle saved as `{path}`: run.yaml, data, graders, README with the commands "
+                       f"(`python -m finetuner train run.yaml`, `accelerate launch -m finetuner train run.yaml`).")
+
+
+def export_merged(ctx: AppContext, run_id: str, progress=gr.Progress()):
+    path = export.export_merged(_run(ctx, run_id), progress=lambda f, text: progress(f, desc=text))
+    return gr.skip(), (f"Merged model saved in `{path}` (a plain transformers folder: load it with "
+                       f"`AutoModelForCausalLM.from_pretrained`). Push it to the Hub below, or copy the folder.")
+
+
+def push(ctx: AppContext, run_id: str, repo_id: str, token: str, what: str, private: bool):
+    url = export.push_to_hub(_run(ctx, run_id), repo_id, token, "merged" if what.startswith("merged") else
+                             "adapter", private)
+    # The token box is cleared so it does not stay on the page either.
+    return "", f"Uploaded to {url}"
+
+
+def build(ctx: AppContext, shared: Shared):
+    gr.Markdown("Every run in the runs folder, newest first. This list is the folders themselves, so it survives "
+                "restarting the app; a run whose process died is marked failed.", elem_classes="ft-help")
+    table = gr.Dataframe(interactive=False, wrap=True, max_height=360, label="Runs (click a row to select it)")
+    ids = gr.State([])
+    with gr.Row():
+        selected = gr.Dropdown(label="Selected run", choices=[], scale=2,
+                               info="The run the buttons and exports act on; clicking a table row selects it.")
+        with gr.Column(scale=3):
+            with gr.Row():
+                monitor_btn = gr.Button("Open in Monitor", variant="primary", size="md", min_width=160)
+                eval_btn = gr.Button("Evaluate", size="md", min_width=90)
+                resume_btn = gr.Button("Resume", size="md", min_width=90)
+                refresh_btn = gr.Button("↻ Refresh", size="md", min_width=90)
+                delete_btn = gr.Button("Delete…", variant="stop", size="md", min_width=90)
+            gr.Markdown("**Resume** continues a stopped or failed run from its last checkpoint. **Delete** removes "
+                        "the run folder (asks first; not while it trains).", elem_classes="ft-help")
+    with gr.Row(visible=False, elem_classes="ft-warn") as confirm:
+        gr.Markdown("**Delete this run folder for good?** Its checkpoints, adapters, metrics and exports are removed. "
+                    "A run that is training cannot be deleted.")
+        yes = gr.Button("Yes, delete it", variant="stop", size="md", scale=0, min_width=150)
+        no = gr.Button("Cancel", size="md", scale=0, min_width=100)
+    with gr.Accordion("Compare runs", open=False):
+        with gr.Row():
+            chosen = gr.Dropdown(label="Runs to compare", choices=[], multiselect=True, scale=3,
+                                 info="Two or more: their curves are overlaid and their configs compared.")
+            metric = gr.Dropdown(label="Metric", choices=["reward"], value="reward", scale=2,
+                                 info="Any metric the runs logged")
+            smoothing = gr.Slider(0, 0.99, value=0.6, step=0.01, label="Smoothing", scale=2,
+                                  info="Exponential moving average (0 = raw)")
+        compare_plot = gr.Plot(show_label=False)
+        diff = gr.Dataframe(label="Config fields that differ", interactive=False, wrap=True)
+    with gr.Accordion("Export the selected run", open=False):
+        gr.Markdown("**Adapter**: the small LoRA weights (load on top of the base model). **Merged model**: base and "
+                    "adapter in one folder, for tools that do not know adapters. **Bundle**: config, data, graders "
+                    "and commands to train the same run elsewhere (no secrets).", elem_classes="ft-help")
+        with gr.Row():
+            adapter_btn = gr.Button("Download adapter (.zip)", size="md")
+            merged_btn = gr.Button("Make merged model", size="md")
+            bundle_btn = gr.Button("Download reproducible bundle (.zip)", size="md")
+        download = gr.File(label="Download", interactive=False)
+        with gr.Row():
+            repo = gr.Textbox(label="Hub repository", placeholder="your-name/model-name", scale=2,
+                              info="Created if missing")
+            token = gr.Textbox(label="Hugging Face token", type="password", scale=2,
+                               info="Needs write access. Used for this upload only, never saved.")
+            what = gr.Radio(["adapter", "merged model"], value="adapter", label="Upload", scale=1,
+                            info="Merged: make it first")
+            private = gr.Checkbox(True, label="Private repository", scale=1, info="Only you can see it")
+        with gr.Row():
+            push_btn = gr.Button("Push to Hub", size="md", scale=0, min_width=160)
+            export_msg = gr.Markdown()
+
+    listing = [table, ids, selected, chosen]
+    last = gr.State(None)
+    gr.on(triggers=None, fn=safe(bind(ctx, refresh)), inputs=[shared.run_id], outputs=listing)
+    gr.Timer(10).tick(safe(bind(ctx, auto_refresh)), inputs=[last], outputs=[*listing, last],
+                      show_progress="hidden")
+    refresh_btn.click(safe(bind(ctx, refresh)), inputs=[selected], outputs=listing)
+
+    def on_select(shown, evt: gr.SelectData):
+        return select_row(shown, evt.index[0] if evt.index else None)
+
+    table.select(safe(on_select), inputs=[ids], outputs=selected)
+    monitor_btn.click(safe(bind(ctx, open_in, "monitor")), inputs=[selected], outputs=[shared.run_id, shared.tabs])
+    eval_btn.click(safe(bind(ctx, open_in, "evaluate")), inputs=[selected], outputs=[shared.run_id, shared.tabs])
+    resume_btn.click(safe(bind(ctx, resume)), inputs=[selected], outputs=[shared.run_id, shared.tabs])
+    delete_btn.click(lambda: gr.update(visible=True), outputs=confirm)
+    no.click(lambda: gr.update(visible=False), outputs=confirm)
+    yes.click(safe(bind(ctx, delete)), inputs=[selected], outputs=[confirm, *listing])
+    gr.on([chosen.change, metric.input, smoothing.release], safe(bind(ctx, compare)),
+          inputs=[chosen, metric, smoothing], outputs=[compare_plot, diff, metric])
+    adapter_btn.click(safe(bind(ctx, export_adapter)), inputs=[selected], outputs=[download, export_msg])
+    bundle_btn.click(safe(bind(ctx, export_bundle)), inputs=[selected], outputs=[download, export_msg])
+    def merge_clicked(run_id, progress=gr.Progress()):
+        # A named closure, not bind(): Gradio finds the progress bar by this default in the signature.
+        return export_merged(ctx, run_id, progress)
+
+    merged_btn.click(safe(merge_clicked), inputs=[selected], outputs=[download, export_msg],
+                     concurrency_limit=1, concurrency_id="finetuner-evaluate")
+    push_btn.click(safe(bind(ctx, push)), inputs=[selected, repo, token, what, private], outputs=[token, export_msg])

@@ -1,0 +1,271 @@
+"""Plotly figures from a run's metrics, for the Monitor, Runs and Evaluate tabs (no Gradio here).
+
+    figs = monitor_figures(watch.columns, smoothing=0.6, log_y=False, revision=run_id)
+    figs["reward"]        # one go.Figure per panel: loss, reward, kl, length, signal, time, memory
+
+`columns` is anything with `get(key) -> (x, y) | None`, `keys(prefix)` and `stage_starts` (see
+run_watch.MetricColumns). Every curve is cut to at most `max_points` points by averaging buckets, and
+smoothing (TensorBoard's EMA weight, 0 = off) is applied after that with the weight raised to the bucket
+size, so a long run costs the same to draw as a short one and looks the same as if smoothed point by point.
+The stage change (SFT -> RFT) is a dashed vertical line with a label on every timeline figure.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import plotly.graph_objects as go
+
+MAX_POINTS = 2000
+HEIGHT = 330
+PALETTE = ["#636efa", "#ef553b", "#00cc96", "#ab63fa", "#ffa15a", "#19d3f3", "#ff6692", "#b6e880"]
+BLUE, GREY = "#3b5bdb", "#868e96"
+# A small template of our own: plotly's named templates are deep-copied into every figure, which made a
+# Monitor refresh several times slower than drawing the data itself.
+_GRID = {"gridcolor": "#eceff1", "zerolinecolor": "#dee2e6", "linecolor": "#ced4da"}
+TEMPLATE = go.layout.Template(layout={"paper_bgcolor": "white", "plot_bgcolor": "white", "colorway": PALETTE,
+                                      "font": {"family": "system-ui, sans-serif", "size": 12, "color": "#343a40"},
+                                      "xaxis": _GRID, "yaxis": _GRID})
+
+
+def downsample(x, y, max_points: int = MAX_POINTS):
+    """(x, y, bucket) with at most `max_points` points: means of equal buckets of consecutive points."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    n = len(x)
+    if n <= max_points:
+        return x, y, 1
+    bucket = math.ceil(n / max_points)
+    starts = np.arange(0, n, bucket)
+    counts = np.diff(np.append(starts, n))
+    return np.add.reduceat(x, starts) / counts, np.add.reduceat(y, starts) / counts, bucket
+
+
+def ema(y, weight: float) -> np.ndarray:
+    """TensorBoard-style smoothing: s[i] = w * s[i-1] + (1 - w) * y[i], started at y[0]."""
+    y = np.asarray(y, dtype=float)
+    if weight <= 0 or len(y) < 2:
+        return y
+    out = np.empty_like(y)
+    last = y[0]
+    for i, v in enumerate(y.tolist()):
+        last = weight * last + (1 - weight) * v
+        out[i] = last
+    return out
+
+
+def series(columns, key: str, smoothing: float = 0.0, max_points: int = MAX_POINTS):
+    """(x, y_raw, y_smoothed) ready to plot, or None when the metric was never logged."""
+    got = columns.get(key)
+    if got is None:
+        return None
+    x, y, bucket = downsample(*got, max_points)
+    return x, y, ema(y, smoothing ** bucket if smoothing > 0 else 0.0)
+
+
+def _base(title: str, revision: str, y_title: str = "", height: int = HEIGHT) -> go.Figure:
+    fig = go.Figure()
+    fig.update_layout(
+        title={"text": title, "x": 0.01, "font": {"size": 14}}, template=TEMPLATE, height=height,
+        margin={"l": 55, "r": 60, "t": 40, "b": 50}, hovermode="x unified",
+        # Below the axis: a legend above the plot collides with the title once a run has several graders.
+        # The x axis has no title (it would collide with a two-line legend): it is the step, said once above.
+        legend={"orientation": "h", "y": -0.1, "yanchor": "top", "x": 0, "font": {"size": 11}},
+        # Same uirevision across refreshes: a person's zoom and hidden legend entries survive a redraw.
+        uirevision=revision or "run", yaxis_title=y_title)
+    return fig
+
+
+def _empty(fig: go.Figure, text: str) -> go.Figure:
+    fig.add_annotation(text=text, showarrow=False, xref="paper", yref="paper", x=0.5, y=0.5,
+                       font={"color": GREY, "size": 12})
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False)
+    return fig
+
+
+def empty_figure(title: str, text: str) -> go.Figure:
+    """A placeholder panel that says why it is empty."""
+    return _empty(_base(title, "empty"), text)
+
+
+def mark_stages(fig: go.Figure, columns) -> go.Figure:
+    """A dashed line and a label where each later stage (RFT after SFT) begins."""
+    for x, stage in getattr(columns, "stage_starts", []):
+        fig.add_shape(type="line", x0=x, x1=x, xref="x", yref="paper", y0=0, y1=1,
+                      line={"dash": "dash", "color": GREY, "width": 1})
+        fig.add_annotation(x=x, y=1, xref="x", yref="paper", text=f"{stage.upper()} starts", showarrow=False,
+                           xanchor="left", yanchor="top", font={"size": 10, "color": GREY})
+    return fig
+
+
+def _line(fig, s, name, color, smoothing, width=2, raw_ghost=True, **kw):
+    """A curve; with smoothing on, the raw values stay as a faint line behind the smoothed one."""
+    x, raw, smooth = s
+    if smoothing > 0 and raw_ghost:
+        fig.add_trace(go.Scatter(x=x, y=raw, mode="lines", name=f"{name} (raw)", showlegend=False,
+                                 line={"color": color, "width": 1}, opacity=0.25, hoverinfo="skip", **kw))
+    fig.add_trace(go.Scatter(x=x, y=smooth, mode="lines", name=name, line={"color": color, "width": width}, **kw))
+
+
+def loss_figure(columns, smoothing=0.0, log_y=False, revision="", max_points=MAX_POINTS) -> go.Figure:
+    fig = _base("Training loss", revision, "loss")
+    s = series(columns, "loss", smoothing, max_points)
+    if s is None:
+        return _empty(fig, "No loss logged yet.")
+    x, raw, smooth = s
+    # SFT's cross-entropy and GRPO's policy loss are different quantities: one curve per stage.
+    bounds = [b for b, _ in getattr(columns, "stage_starts", [])]
+    stages = list(getattr(columns, "stages", [])) or ["loss"]
+    edges = [-math.inf, *bounds, math.inf]
+    for i, stage in enumerate(stages[:len(edges) - 1]):
+        m = (x > edges[i]) & (x < edges[i + 1])
+        if m.any():
+            _line(fig, (x[m], raw[m], smooth[m]), f"{stage.upper()} loss", PALETTE[i], smoothing)
+    if log_y:
+        fig.update_yaxes(type="log")
+    return mark_stages(fig, columns)
+
+
+def reward_figure(columns, smoothing=0.0, revision="", max_points=MAX_POINTS) -> go.Figure:
+    fig = _base("Reward: mean ± std, per grader, eval", revision, "reward")
+    s = series(columns, "reward", smoothing, max_points)
+    if s is None:
+        return mark_stages(_empty(fig, "No reward yet: rewards come from the graders in the RFT stage."), columns)
+    x, raw, smooth = s
+    std = series(columns, "reward_std", smoothing, max_points)
+    if std is not None:
+        sd = np.interp(x, std[0], std[2])
+        fig.add_trace(go.Scatter(x=np.concatenate([x, x[::-1]]), y=np.concatenate([smooth + sd, (smooth - sd)[::-1]]),
+                                 fill="toself", mode="lines", line={"width": 0}, fillcolor="rgba(59,91,219,0.12)",
+                                 name="± std", hoverinfo="skip"))
+    _line(fig, s, "reward (weighted sum)", BLUE, smoothing, width=3)
+    for i, key in enumerate(sorted(k for k in columns.keys("rewards/") if k.endswith("/mean"))):
+        g = series(columns, key, smoothing, max_points)
+        _line(fig, g, key.split("/")[1], PALETTE[(i + 1) % len(PALETTE)], smoothing, width=1.5, raw_ghost=False)
+    ev = columns.get("eval_reward")
+    if ev is not None:
+        fig.add_trace(go.Scatter(x=ev[0], y=ev[1], mode="lines+markers", name="eval reward (held out)",
+                                 line={"color": "#e8590c", "dash": "dot", "width": 2}, marker={"size": 7}))
+    for i, key in enumerate(sorted(k for k in columns.keys("eval_rewards/") if k.endswith("/mean"))):
+        e = columns.get(key)
+        fig.add_trace(go.Scatter(x=e[0], y=e[1], mode="lines+markers", name=f"eval {key.split('/')[1]}",
+                                 visible="legendonly", line={"dash": "dot", "color": PALETTE[(i + 1) % 8]}))
+    return mark_stages(fig, columns)
+
+
+def _two_axes(title, revision, left, right, columns, smoothing, max_points, empty, log_left=False,
+              right_pct=False) -> go.Figure:
+    """Two metrics with different units: `left` on the left axis, `right` on the right one."""
+    fig = _base(title, revision, left[1])
+    got = False
+    for (key, label), color, axis in ((left, BLUE, "y"), (right, "#e8590c", "y2")):
+        s = series(columns, key, smoothing, max_points)
+        if s is not None:
+            got = True
+            _line(fig, s, label, color, smoothing, yaxis=axis)
+    if not got:
+        return mark_stages(_empty(fig, empty), columns)
+    fig.update_layout(yaxis2={"title": {"text": right[1], "standoff": 2}, "overlaying": "y", "side": "right",
+                              "showgrid": False, **({"tickformat": ".0%", "rangemode": "tozero"} if right_pct else {})},
+                      margin={"r": 80})
+    if log_left:
+        fig.update_layout(yaxis_type="log")
+    return mark_stages(fig, columns)
+
+
+def kl_figure(columns, smoothing=0.0, log_y=False, revision="", max_points=MAX_POINTS) -> go.Figure:
+    return _two_axes("KL to the start model, and entropy", revision, ("kl", "KL"), ("entropy", "entropy"), columns,
+                     smoothing, max_points, "No KL or entropy yet (RFT only; KL needs rft.beta > 0).", log_left=log_y)
+
+
+def length_figure(columns, smoothing=0.0, revision="", max_points=MAX_POINTS) -> go.Figure:
+    return _two_axes("Completion length and share cut off", revision, ("completions/mean_length", "mean tokens"),
+                     ("completions/clipped_ratio", "cut off at max length"), columns, smoothing, max_points,
+                     "No completions yet (RFT only).", right_pct=True)
+
+
+def signal_figure(columns, smoothing=0.0, revision="", max_points=MAX_POINTS) -> go.Figure:
+    fig = _base("Learning signal: groups with no spread, grader errors", revision, "share")
+    got = False
+    for key, label, color in (("frac_reward_zero_std", "groups where all scores are equal", "#ab63fa"),
+                              ("graders/error_rate", "grades that failed", "#e03131")):
+        s = series(columns, key, smoothing, max_points)
+        if s is not None:
+            got = True
+            _line(fig, s, label, color, smoothing)
+    if not got:
+        return mark_stages(_empty(fig, "No groups yet (RFT only)."), columns)
+    fig.update_yaxes(tickformat=".0%", range=[-0.02, 1.02])
+    return mark_stages(fig, columns)
+
+
+def time_figure(columns, revision="", max_points=MAX_POINTS) -> go.Figure:
+    fig = _base("Seconds per step: generation, grading, training", revision, "seconds")
+    got = False
+    for key, label, color in (("time/generation_s", "generation", "#19d3f3"), ("time/grading_s", "grading", "#ffa15a"),
+                              ("time/training_s", "training", "#636efa")):
+        s = series(columns, key, 0.0, max_points)
+        if s is not None:
+            got = True
+            fig.add_trace(go.Scatter(x=s[0], y=s[1], mode="lines", name=label, stackgroup="time",
+                                     line={"width": 0.5, "color": color}))
+    if not got:
+        return mark_stages(_empty(fig, "No step times yet."), columns)
+    return mark_stages(fig, columns)
+
+
+def memory_figure(columns, revision="", max_points=MAX_POINTS) -> go.Figure:
+    fig = _base("Peak memory (GPU allocator on CUDA, process RSS on CPU)", revision, "GB")
+    s = series(columns, "memory/peak_gb", 0.0, max_points)
+    if s is None:
+        return mark_stages(_empty(fig, "No memory readings yet."), columns)
+    fig.add_trace(go.Scatter(x=s[0], y=s[1], mode="lines", name="peak GB", line={"color": "#2f9e44"}))
+    fig.update_yaxes(rangemode="tozero")
+    return mark_stages(fig, columns)
+
+
+PANELS = ("loss", "reward", "kl", "length", "signal", "time", "memory")
+
+
+def monitor_figures(columns, smoothing: float = 0.0, log_y: bool = False, revision: str = "",
+                    max_points: int = MAX_POINTS) -> dict[str, go.Figure]:
+    """Every Monitor panel, keyed by PANELS."""
+    sm = min(max(float(smoothing or 0.0), 0.0), 0.999)
+    return {"loss": loss_figure(columns, sm, log_y, revision, max_points),
+            "reward": reward_figure(columns, sm, revision, max_points),
+            "kl": kl_figure(columns, sm, log_y, revision, max_points),
+            "length": length_figure(columns, sm, revision, max_points),
+            "signal": signal_figure(columns, sm, revision, max_points),
+            "time": time_figure(columns, revision, max_points),
+            "memory": memory_figure(columns, revision, max_points)}
+
+
+def compare_figure(runs: list[tuple[str, object]], metric: str, smoothing: float = 0.0,
+                   max_points: int = MAX_POINTS) -> go.Figure:
+    """One metric of several runs overlaid; `runs` is [(label, columns)]."""
+    fig = _base(f"{metric} across runs", "compare", metric, height=360)
+    for i, (label, columns) in enumerate(runs):
+        s = series(columns, metric, smoothing, max_points)
+        if s is not None:
+            _line(fig, s, label, PALETTE[i % len(PALETTE)], smoothing)
+    if not fig.data:
+        return _empty(fig, f"None of the selected runs logged `{metric}`.")
+    return fig
+
+
+def eval_bar_figure(results: dict) -> go.Figure:
+    """Grouped bars: one group per grader (and the weighted total), one bar per model (base, SFT, RFT)."""
+    fig = _base("Held-out scores by model", "eval", "mean score", height=340)
+    fig.update_layout(hovermode="closest", xaxis_title="", barmode="group")
+    models = results.get("models") or {}
+    graders = [g["name"] for g in results.get("graders", [])] + ["total"]
+    for i, (key, m) in enumerate(models.items()):
+        ys = [m["scores"].get(g) if g != "total" else m.get("total") for g in graders]
+        fig.add_trace(go.Bar(x=graders, y=ys, name=m.get("label", key), marker_color=PALETTE[i % len(PALETTE)],
+                             text=[f"{v:.2f}" if v is not None else "" for v in ys], textposition="outside"))
+    if not models:
+        return _empty(fig, "No evaluation yet.")
+    top = max([v for t in fig.data for v in t.y if v is not None] or [1.0])
+    fig.update_yaxes(range=[0, max(top, 0.01) * 1.18])  # room for the value labels above the bars
+    return fig

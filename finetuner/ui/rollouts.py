@@ -1,0 +1,170 @@
+"""The rollout browser's logic (no Gradio here): filter samples.jsonl rows, lay them out as a table, and
+describe one rollout in full with the rest of its group.
+
+    keys = filter_rollouts(watch.samples, RolloutFilter(step_min=10, grader_error="any", search="Answer"))
+    table = rollout_table(watch.samples, keys, grader_names(watch.samples))
+    text = rollout_detail(watch.samples, keys[0])
+
+Rows are referred to by their index in the run's sample list ("keys"), so a table row can be mapped back
+to the full rollout even though the table shows only shortened text. Newest first.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+ANY_ERROR = "any grader failed"
+NO_ERROR = "no grader failed"
+ALL = "all rollouts"
+TEXT_CELL = 160  # characters of prompt/completion shown in the table; the detail view has all of it
+
+
+@dataclass
+class RolloutFilter:
+    step_min: float | None = None
+    step_max: float | None = None
+    split: str = "all"  # all | train | eval
+    grader_error: str = ALL  # ALL | ANY_ERROR | NO_ERROR | a grader's name
+    score_of: str = "total"  # "total" or a grader's name
+    score_min: float | None = None
+    score_max: float | None = None
+    search: str = ""  # case-insensitive, in prompt or completion
+    stage: str = "all"
+
+
+def _num(v) -> float | None:
+    if v is None or v == "":
+        return None
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return None
+
+
+def grader_names(samples: list[dict], scan: int = 200) -> list[str]:
+    """Grader names in the order the newest rows list them."""
+    names: list[str] = []
+    for row in samples[-scan:]:
+        for name in (row.get("scores") or {}):
+            if name not in names:
+                names.append(name)
+    return names
+
+
+def score_value(row: dict, score_of: str) -> float | None:
+    if score_of == "total":
+        return row.get("total")
+    return (row.get("scores") or {}).get(score_of)
+
+
+def filter_rollouts(samples: list[dict], f: RolloutFilter, limit: int | None = None) -> list[int]:
+    """Indices of the rows that pass `f`, newest first (at most `limit`)."""
+    lo, hi = _num(f.step_min), _num(f.step_max)
+    smin, smax = _num(f.score_min), _num(f.score_max)
+    needle = (f.search or "").strip().lower()
+    out: list[int] = []
+    for i in range(len(samples) - 1, -1, -1):
+        row = samples[i]
+        step = row.get("step") or 0
+        if (lo is not None and step < lo) or (hi is not None and step > hi):
+            continue
+        if f.split not in ("all", "", None) and row.get("split", "train") != f.split:
+            continue
+        if f.stage not in ("all", "", None) and row.get("stage") != f.stage:
+            continue
+        errors = row.get("errors") or {}
+        if f.grader_error == ANY_ERROR and not errors:
+            continue
+        if f.grader_error == NO_ERROR and errors:
+            continue
+        if f.grader_error not in (ALL, ANY_ERROR, NO_ERROR, "", None) and f.grader_error not in errors:
+            continue
+        if smin is not None or smax is not None:
+            v = score_value(row, f.score_of or "total")
+            if v is None or (smin is not None and v < smin) or (smax is not None and v > smax):
+                continue
+        if needle and needle not in str(row.get("prompt", "")).lower() and \
+                needle not in str(row.get("completion", "")).lower():
+            continue
+        out.append(i)
+        if limit and len(out) >= limit:
+            break
+    return out
+
+
+def _short(text, n: int = TEXT_CELL) -> str:
+    text = " ".join(str(text or "").split())
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def _fmt(v) -> str:
+    return "error" if v is None else f"{v:.3g}"
+
+
+def rollout_table(samples: list[dict], keys: list[int], graders: list[str]) -> dict:
+    """{"headers", "data"} for a gr.Dataframe: step, split, total, one column per grader, errors, texts."""
+    headers = ["stage", "step", "split", "total", *graders, "errors", "completion", "prompt"]
+    data = []
+    for i in keys:
+        row = samples[i]
+        scores = row.get("scores") or {}
+        errors = row.get("errors") or {}
+        data.append([str(row.get("stage", "")).upper(), row.get("step"), row.get("split", "train"),
+                     _fmt(row.get("total")),
+                     *[_fmt(scores.get(g)) if g in scores else "" for g in graders],
+                     ", ".join(f"{g}: {e.get('type')}" for g, e in errors.items()),
+                     _short(row.get("completion")), _short(row.get("prompt"), 80)])
+    return {"headers": headers, "data": data}
+
+
+def _fence(text) -> str:
+    text = str(text or "")
+    fence = "````" if "```" in text else "```"
+    return f"{fence}text\n{text}\n{fence}"
+
+
+def group_of(samples: list[dict], key: int, radius: int = 512) -> list[int]:
+    """The other completions of the same prompt at the same step (a GRPO group), nearby in the file."""
+    row = samples[key]
+    lo, hi = max(0, key - radius), min(len(samples), key + radius)
+    return [i for i in range(lo, hi) if samples[i].get("step") == row.get("step")
+            and samples[i].get("prompt") == row.get("prompt") and samples[i].get("split") == row.get("split")]
+
+
+def rollout_detail(samples: list[dict], key: int | None) -> str:
+    """Markdown with everything about one rollout: prompt, completion, scores, errors, grader logs, group."""
+    if not samples:
+        return ("*No rollouts yet. They appear once the RFT stage starts: SFT learns from your labelled answers "
+                "and samples nothing.*")
+    if key is None or not (0 <= key < len(samples)):
+        return "*Click a row of the table to see the whole rollout, its scores, errors and grader logs.*"
+    row = samples[key]
+    scores, errors, logs = row.get("scores") or {}, row.get("errors") or {}, row.get("logs") or {}
+    lines = [f"#### {str(row.get('stage', '')).upper()} step {row.get('step')} · {row.get('split', 'train')} · "
+             f"total reward {_fmt(row.get('total'))}", "**Prompt**", _fence(row.get("prompt")),
+             "**Completion**", _fence(row.get("completion")), "| grader | score | error | log |",
+             "| --- | --- | --- | --- |"]
+    for name in sorted(set(scores) | set(errors) | set(logs)):
+        err = errors.get(name)
+        err_text = f"`{err.get('type')}`: {err.get('message')}" if err else ""
+        lines.append(f"| {name} | {_fmt(scores.get(name)) if name in scores else ''} | {_cell(err_text)} | "
+                     f"{_cell(logs.get(name, ''))} |")
+    group = group_of(samples, key)
+    if len(group) > 1:
+        totals = [samples[i].get("total") for i in group]
+        spread = "all equal: this group taught nothing" if len(set(totals)) == 1 else "they differ, so it taught"
+        lines += ["", f"**Its group** ({len(group)} completions of this prompt at this step; {spread}):", ""]
+        for i in group:
+            mark = " ← this one" if i == key else ""
+            text = _short(samples[i].get("completion"), 100).replace("`", "'")
+            lines.append(f"- {_fmt(samples[i].get('total'))}: `{text}`{mark}")
+    return "\n".join(lines)
+
+
+def _cell(text) -> str:
+    return _short(text, 400).replace("|", "\\|")
+
+
+def error_choices(samples: list[dict]) -> list[str]:
+    """Choices for the error filter: all, any, none, then each grader by name."""
+    return [ALL, ANY_ERROR, NO_ERROR, *grader_names(samples)]

@@ -1,0 +1,122 @@
+"""Exports of a real run: adapter zip, merged model that loads and generates, reproducible bundle without
+secrets, Hub push failing clearly offline; and the Runs tab's export handlers."""
+
+import os
+import shutil
+import zipfile
+
+import pytest
+import yaml
+from test_evaluate import trained_run
+
+from finetuner import export
+from finetuner.runs import RunFolder
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def run():
+    return trained_run()
+
+
+def test_adapter_zip_holds_the_peft_adapter(run):
+    path = export.export_adapter(run)
+    assert path == run.path / "export" / f"{run.id}-adapter.zip"
+    names = zipfile.ZipFile(path).namelist()
+    assert f"{run.id}-adapter/adapter_config.json" in names
+    assert f"{run.id}-adapter/adapter_model.safetensors" in names
+
+
+def test_merged_model_loads_and_generates(run):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from finetuner.generate import generate
+
+    seen = []
+    folder = export.export_merged(run, progress=lambda f, text: seen.append(f))
+    assert folder == run.path / "export" / "merged" and seen[-1] == 1.0
+    model = AutoModelForCausalLM.from_pretrained(str(folder))
+    tok = AutoTokenizer.from_pretrained(str(folder))
+    assert not any("lora" in name for name, _ in model.named_parameters())  # merged, not wrapped
+    out = generate(model, tok, ["What is 12+30?"], max_new_tokens=8)
+    assert isinstance(out[0][0], str) and out[0][0]
+
+
+def _secret_copy(run: RunFolder, tmp_path) -> RunFolder:
+    """A copy of the run whose config carries secrets in the places people paste them."""
+    copy = RunFolder(tmp_path / run.id)
+    shutil.copytree(run.path, copy.path, ignore=shutil.ignore_patterns("checkpoints", "export"))
+    spec = yaml.safe_load(copy.config_path.read_text())
+    spec["graders"].append({"name": "judge", "type": "score_model", "input": "{{sample.output_text}}",
+                            "model": "gpt-4o-mini", "api_key_env": "OPENAI_API_KEY",
+                            "api_key": "sk-live-SECRET1234567890",
+                            "base_url": "https://x.example/v1?key=sk-abcdefghijklmnopqrstuvwx",
+                            "headers": {"Authorization": "Bearer hf_ABCDEFGHIJKLMNOPQRSTUVWX"},
+                            "sampling_params": {"max_tokens": 5}})
+    spec["hf_token"] = "hf_ABCDEFGHIJKLMNOPQRSTUVWXyz"
+    copy.config_path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return copy
+
+
+def test_bundle_has_config_data_commands_and_no_secrets(run, tmp_path):
+    copy = _secret_copy(run, tmp_path)
+    (copy.eval_dir).mkdir(exist_ok=True)
+    (copy.eval_dir / "results.json").write_text('{"models": {}}')
+    path = export.export_bundle(copy)
+    zf = zipfile.ZipFile(path)
+    root = f"{copy.id}-bundle"
+    names = set(zf.namelist())
+    assert {f"{root}/run.yaml", f"{root}/README.md", f"{root}/data/train.jsonl", f"{root}/data/prompts.jsonl",
+            f"{root}/data/eval.jsonl", f"{root}/results/results.json"} <= names
+    spec = yaml.safe_load(zf.read(f"{root}/run.yaml"))
+    assert spec["data"]["train"] == "data/train.jsonl" and spec["data"]["rft_train"] == "data/prompts.jsonl"
+    judge = spec["graders"][-1]
+    assert judge["api_key_env"] == "OPENAI_API_KEY" and "api_key" not in judge and judge["headers"] == {}
+    assert judge["sampling_params"] == {"max_tokens": 5} and "hf_token" not in spec
+    readme = zf.read(f"{root}/README.md").decode()
+    assert "python -m finetuner train run.yaml" in readme and "accelerate launch -m finetuner train run.yaml" in readme
+    everything = b"".join(zf.read(n) for n in names)
+    for secret in (b"sk-live-SECRET", b"sk-abcdefghijklmnop", b"hf_ABCDEFGHIJ"):
+        assert secret not in everything
+    # the bundle trains as it is: its config loads with the data next to it
+    out = tmp_path / "unzipped"
+    zf.extractall(out)
+    from finetuner.config import load_config
+
+    cfg = load_config(out / root / "run.yaml")
+    assert os.path.isfile(cfg.resolve(cfg.data.train))
+
+
+def test_hub_push_offline_says_so_and_never_leaks_the_token(run, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import huggingface_hub.constants as hc
+
+    monkeypatch.setattr(hc, "HF_HUB_OFFLINE", True)
+    token = "hf_THISISATESTTOKEN0123456789"
+    with pytest.raises(export.ExportError) as err:
+        export.push_to_hub(run, "someone/model", token)
+    assert "offline" in str(err.value).lower() and token not in str(err.value)
+    with pytest.raises(export.ExportError, match="owner/name"):
+        export.push_to_hub(run, "no-slash", token)
+    with pytest.raises(export.ExportError, match="token"):
+        export.push_to_hub(run, "someone/model", " ")
+    assert token not in "".join(p.read_text(errors="ignore") for p in run.path.rglob("*") if p.is_file()
+                                and p.suffix in (".json", ".yaml", ".txt", ".jsonl"))
+
+
+def test_runs_tab_export_handlers(run):
+    from finetuner.ui import tab_runs
+    from finetuner.ui.context import AppContext
+
+    ctx = AppContext(run.path.parent)
+    path, msg = tab_runs.export_adapter(ctx, run.id)
+    assert path.endswith("-adapter.zip") and "Adapter saved" in msg
+    path, msg = tab_runs.export_bundle(ctx, run.id)
+    assert path.endswith("-bundle.zip") and "accelerate launch" in msg
+    # Offline (the tests' default), a push fails with a message; through `safe` the page gets a toast, no traceback.
+    from finetuner.ui.context import safe
+
+    with pytest.raises(export.ExportError, match="Hub"):
+        tab_runs.push(ctx, run.id, "me/x", "hf_" + "x" * 24, "adapter", True)
+    assert safe(tab_runs.push)(ctx, run.id, "me/x", "hf_" + "x" * 24, "adapter", True) == {"__type__": "update"}
