@@ -75,6 +75,17 @@ def message(err: BaseException) -> str:
     return f"Something went wrong: {type(err).__name__}: {err}. Details are in the app's log."
 
 
+def confirm_row(question: str, yes_label: str):
+    """A hidden "are you sure?" row for a destructive button: (row, yes button, cancel button)."""
+    import gradio as gr
+
+    with gr.Row(visible=False, elem_classes="ft-warn") as row:
+        gr.Markdown(question)
+        yes = gr.Button(yes_label, variant="stop", size="md", scale=0, min_width=160)
+        no = gr.Button("Cancel", size="md", scale=0, min_width=100)
+    return row, yes, no
+
+
 def bind(ctx, fn, *extra):
     """fn(ctx, *extra, *inputs) as a Gradio handler. No functools.wraps: Gradio inspects the signature and
     must see (*args), not ctx; the name is kept for `safe`'s log lines."""

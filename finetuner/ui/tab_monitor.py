@@ -21,6 +21,7 @@ from ..errors import RunError
 from ..runs import ACTIVE_STATES, force_stop, list_runs, open_run, request_stop
 from . import figures, rollouts
 from .context import AppContext, Shared, bind, safe
+from .context import confirm_row as confirm_row_of
 from .run_watch import get_watch, health_warnings, progress, progress_text
 
 log = logging.getLogger("finetuner.ui")
@@ -243,11 +244,9 @@ def build(ctx: AppContext, shared: Shared):
                 force_btn = gr.Button("Force stop…", variant="stop", size="md", interactive=False, min_width=110)
             gr.Markdown("**Stop** finishes the current step and saves the adapter and a checkpoint (resume it later "
                         "from the Runs tab). **Force stop** kills the process at once.", elem_classes="ft-help")
-    with gr.Row(visible=False, elem_classes="ft-warn") as confirm_row:
-        gr.Markdown("**Kill the training process now?** Nothing is saved: the steps since the last checkpoint are "
-                    "lost. Prefer **Stop**, which saves at the end of the current step.")
-        yes_btn = gr.Button("Yes, kill it now", variant="stop", size="md", scale=0, min_width=160)
-        no_btn = gr.Button("Cancel", size="md", scale=0, min_width=100)
+    confirm_row, yes_btn, no_btn = confirm_row_of(
+        "**Kill the training process now?** Nothing is saved: the steps since the last checkpoint are lost. "
+        "Prefer **Stop**, which saves at the end of the current step.", "Yes, kill it now")
     progress_box = gr.HTML()
     warnings_box = gr.Markdown(elem_classes="ft-warn")
     with gr.Accordion("Chart options", open=False):

@@ -17,7 +17,7 @@ from .. import export
 from ..errors import RunError
 from ..runs import ACTIVE_STATES, FINAL_STATES, list_runs, open_run, start_child
 from . import figures
-from .context import AppContext, Shared, bind, safe
+from .context import AppContext, Shared, bind, confirm_row, safe
 from .run_watch import forget, get_watch, latest, tail_rows
 from .tab_monitor import run_choices
 
@@ -219,11 +219,9 @@ def build(ctx: AppContext, shared: Shared):
                 delete_btn = gr.Button("Delete…", variant="stop", size="md", min_width=90)
             gr.Markdown("**Resume** continues a stopped or failed run from its last checkpoint. **Delete** removes "
                         "the run folder (asks first; not while it trains).", elem_classes="ft-help")
-    with gr.Row(visible=False, elem_classes="ft-warn") as confirm:
-        gr.Markdown("**Delete this run folder for good?** Its checkpoints, adapters, metrics and exports are removed. "
-                    "A run that is training cannot be deleted.")
-        yes = gr.Button("Yes, delete it", variant="stop", size="md", scale=0, min_width=150)
-        no = gr.Button("Cancel", size="md", scale=0, min_width=100)
+    confirm, yes, no = confirm_row("**Delete this run folder for good?** Its checkpoints, adapters, metrics and "
+                                   "exports are removed. A run that is training cannot be deleted.",
+                                   "Yes, delete it")
     with gr.Accordion("Compare runs", open=False):
         with gr.Row():
             chosen = gr.Dropdown(label="Runs to compare", choices=[], multiselect=True, scale=3,
