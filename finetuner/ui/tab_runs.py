@@ -205,7 +205,9 @@ def push(ctx: AppContext, run_id: str, repo_id: str, token: str, what: str, priv
 def build(ctx: AppContext, shared: Shared):
     gr.Markdown("Every run in the runs folder, newest first. This list is the folders themselves, so it survives "
                 "restarting the app; a run whose process died is marked failed.", elem_classes="ft-help")
-    table = gr.Dataframe(interactive=False, wrap=True, max_height=360, label="Runs (click a row to select it)")
+    # Fixed widths: sized by content, an empty column (no eval reward yet) squeezed its header to one letter a line.
+    table = gr.Dataframe(interactive=False, wrap=True, max_height=360, label="Runs (click a row to select it)",
+                         column_widths=["17%", "7%", "7%", "6%", "6%", "11%", "7%", "7%", "7%", "6%", "19%"])
     ids = gr.State([])
     with gr.Row():
         selected = gr.Dropdown(label="Selected run", choices=[], scale=2,

@@ -29,11 +29,11 @@ def demo_project() -> dict:
 def header(ctx: AppContext):
     import gradio as gr
 
-    with gr.Row(equal_height=True):
+    with gr.Row(equal_height=False):
         gr.Markdown("## Finetuner\nTeach a language model from your data and your own graders: **SFT** learns "
                     "from labelled answers, **RFT** learns from scores of its own attempts, **SFT then RFT** "
                     "does both. Work through the numbered tabs.", elem_classes="ft-intro")
-        gr.Button("Try the demo", variant="secondary", elem_id="try-demo", scale=0, min_width=160)
+        gr.Button("Try the demo", variant="secondary", size="md", elem_id="try-demo", scale=0, min_width=160)
 
 
 def wire_demo_button(ctx: AppContext, shared: Shared):

@@ -1,0 +1,420 @@
+"""A new user's whole journey through the web app, in real Chromium (Playwright, sync API).
+
+Data (upload a JSONL, SFT then RFT) -> Graders (a built-in and a Python grader through the forms, Test graders)
+-> Train (the built-in model, small step counts, Launch) -> Monitor (loss, then reward points, a rollout's
+per-grader scores, Stop) -> restart the app on the same runs folder -> Runs (the run is in the history) and
+Monitor (its curves are back) -> Evaluate (base / after SFT / after RFT) -> Runs (export the reproducible
+bundle and download it). Every tab is screenshotted as artifacts/screenshots/<nn>-<tab>.png, no page may hold
+a Python traceback or show an error toast, and the timings are printed (`pytest -s`) and written to
+artifacts/browser_timings.json: app start -> first page served / rendered, Launch -> first plotted loss point,
+and the same for the restart.
+
+The journey is one test because each step needs the state the previous one built; each step waits for what
+a person would see (explicit waits, no fixed sleeps). About 75 s on 2 CPU cores, a third of it training.
+Also here, without a browser: a non-local host or a share link without --auth is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+import yaml
+
+from browser import ROOT, App, free_port, launch_browser, shot
+
+TIMINGS = ROOT / "artifacts" / "browser_timings.json"
+# The Python grader typed into the form: partial credit, so RFT sees rewards that differ within a group.
+PY_GRADER = '''def grade(sample, item) -> float:
+    out = sample["output_text"]
+    if item["answer"] in out:
+        return 1.0
+    found = [d for d in item["answer"] if d in out]
+    return 0.5 * len(found) / len(item["answer"])
+'''
+# Small enough to train in about a minute on 2 cores; RFT is long enough that Stop lands while it runs.
+SFT = {"Max steps": 30, "Batch size": 8, "Learning rate": 0.001, "Logging steps": 1}
+RFT = {"Max steps": 100, "Batch size": 8, "Num generations": 4, "Max completion length": 12, "Logging steps": 1}
+YAML_KEY = {"Max steps": "max_steps", "Batch size": "batch_size", "Learning rate": "learning_rate",
+            "Logging steps": "logging_steps", "Num generations": "num_generations",
+            "Max completion length": "max_completion_length"}
+
+# Reads a Monitor/Evaluate plot from the page: the plotly div whose title starts with `title`, the most points
+# one of its traces holds, its trace count and how many traces plotly drew. points -1: no such plot on screen.
+PLOT_POINTS_JS = """(title) => {
+  const plots = [...document.querySelectorAll('.js-plotly-plot')].filter(p => p.offsetParent !== null &&
+      (p.querySelector('.gtitle') || {}).textContent?.startsWith(title));
+  if (!plots.length) return {points: -1, traces: 0, drawn: 0};
+  const gd = plots[0];
+  // calcdata: plotly's own per-trace list of the points it computed (data may hold base64 typed arrays).
+  const lengths = (gd.calcdata || []).map(cd => cd.filter(pt => pt && pt.y !== undefined && pt.y === pt.y).length);
+  return {points: Math.max(0, ...lengths), traces: lengths.length,
+          drawn: gd.querySelectorAll('.scatterlayer .trace, .barlayer .trace').length};
+}"""
+
+
+def write_data(path: Path, n: int = 128) -> Path:
+    from finetuner.arith import rft_rows
+
+    with open(path, "w", encoding="utf-8") as fh:
+        for row in rft_rows(n, seed=5):
+            fh.write(json.dumps({"prompt": row["prompt"], "completion": f"Answer: {row['answer']}",
+                                 "answer": row["answer"]}) + "\n")
+    return path
+
+
+# ---------------------------------------------------------------- page helpers
+
+
+def panel(page):
+    """The open top-level tab's panel (tabs already visited stay in the DOM, hidden)."""
+    return page.locator("[role=tabpanel]:visible").first
+
+
+def open_tab(page, name: str):
+    from playwright.sync_api import expect
+
+    tab = page.get_by_role("tab", name=name, exact=True)
+    tab.click()
+    expect(tab).to_have_attribute("aria-selected", "true")
+    return panel(page)
+
+
+def accordion(scope, title: str):
+    """An accordion's block, opened."""
+    from playwright.sync_api import expect
+
+    button = scope.get_by_role("button", name=title)
+    if "open" not in (button.get_attribute("class") or "").split():
+        button.click()
+    expect(button).to_have_class(re.compile(r"\bopen\b"))
+    return scope.locator(".gr-accordion", has=scope.page.get_by_role("button", name=title))
+
+
+def dataframe(page, scope, label: str):
+    """A gr.Dataframe by its label (rendered as a plain div, not a <label>)."""
+    return scope.locator(".table-container").filter(has=page.locator("div.label", has_text=label))
+
+
+def data_rows(page, table, has_text=None):
+    """A Dataframe's data rows as the page shows them (its <tbody> is only a hidden sizing copy)."""
+    rows = table.get_by_role("row").filter(has=page.get_by_role("gridcell"))
+    return rows.filter(has_text=has_text) if has_text else rows
+
+
+def no_traceback(page):
+    """Nothing on the page (shown or not) is a Python traceback, and no handler failed: `safe` turns a failure
+    into a warning toast, Gradio shows its own errors as error toasts."""
+    assert "Traceback" not in page.content(), "the page holds a Python traceback"
+    text = page.locator("body").inner_text()
+    assert "Traceback" not in text, f"the page shows a traceback:\n{text[:3000]}"
+    toasts = page.locator(".toast-body.error, .toast-body.warning").all_inner_texts()
+    assert not toasts, f"the page shows an error or warning: {toasts}"
+
+
+def load(page, url: str, tries: int = 3) -> None:
+    """Open the app and wait for its tabs; a navigation aborted by the browser (net::ERR_ABORTED) is retried."""
+    from playwright.sync_api import Error, expect
+
+    for attempt in range(tries):
+        try:
+            page.goto(url, wait_until="load")
+            break
+        except Error:
+            if attempt == tries - 1:
+                raise
+            page.wait_for_timeout(500)
+    expect(page.get_by_role("tab", name="1. Data")).to_be_visible()
+    expect(page.locator("#try-demo")).to_be_visible()
+
+
+def screenshot(page, nn: int, tab: str) -> Path:
+    no_traceback(page)
+    return shot(page, f"{nn:02d}-{tab}")
+
+
+def plot_points(page, title: str) -> dict:
+    return page.evaluate(PLOT_POINTS_JS, title)
+
+
+def wait_plot(page, title: str, at_least: int = 1, traces: int = 1, timeout: float = 120) -> float:
+    """Poll the page until the plot titled `title` has a trace of `at_least` points, `traces` traces, and
+    plotly drew them; returns the seconds waited."""
+    start = time.time()
+    last = None
+    while time.time() - start < timeout:
+        last = plot_points(page, title)
+        if last["points"] >= at_least and last["traces"] >= traces and last["drawn"] >= traces:
+            return time.time() - start
+        page.wait_for_timeout(250)
+    raise AssertionError(f"plot {title!r} never showed {at_least} points in {timeout}s (last: {last})")
+
+
+def metrics(run_dir: Path) -> list[dict]:
+    path = run_dir / "metrics.jsonl"
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            pass  # a half-written last line
+    return out
+
+
+def downloaded_run_yaml(page, scope) -> dict:
+    with page.expect_download() as info:
+        scope.get_by_role("button", name="Download run.yaml").click()
+    return yaml.safe_load(Path(info.value.path()).read_text(encoding="utf-8"))
+
+
+def set_number(page, scope, label: str, value, check) -> None:
+    """Type a value into a number box and leave it (the Train tab stores it on blur), then wait until the
+    downloadable run.yaml holds it: the tab redraws from the stored project after every change, so typing the
+    next box before this one is stored could be overwritten by the redraw."""
+    box = scope.get_by_role("spinbutton", name=re.compile(rf"^{re.escape(label)}\b"))
+    deadline = time.time() + 30
+    while True:
+        box.fill(str(value))
+        box.press("Tab")
+        for _ in range(10):
+            if check():
+                return
+            page.wait_for_timeout(300)
+        if time.time() > deadline:
+            raise AssertionError(f"{label} = {value} never reached run.yaml")
+
+
+def open_rollout(page, tab, tries: int = 3) -> None:
+    """Click the newest rollout's completion and check the detail shows that rollout with every grader's
+    score. A tick already in flight when the table was frozen may still redraw it once: then click again."""
+    from playwright.sync_api import expect
+
+    rollouts = dataframe(page, tab, "Rollouts")
+    headers = [h.strip() for h in rollouts.get_by_role("columnheader").all_inner_texts()]
+    step_col, completion_col = headers.index("step"), headers.index("completion")
+    for attempt in range(tries):
+        row = data_rows(page, rollouts).first
+        expect(row).to_contain_text("RFT")
+        cells = row.get_by_role("gridcell")
+        step, completion = cells.nth(step_col).inner_text().strip(), cells.nth(completion_col).inner_text().strip()
+        cells.nth(completion_col).click()
+        name = re.compile(rf"^RFT step {step} · train · total reward")
+        heading = tab.get_by_role("heading", name=name)
+        try:
+            expect(heading).to_be_visible(timeout=10_000)
+        except AssertionError:
+            if attempt == tries - 1:
+                raise
+            continue
+        detail = tab.locator("div.prose", has=page.get_by_role("heading", name=name)).last
+        if completion.rstrip("…") not in detail.inner_text():
+            continue
+        scores = detail.locator("table", has=page.locator("th", has_text="grader"))
+        expect(scores.get_by_role("cell", name="correct", exact=True)).to_be_visible()
+        expect(scores.get_by_role("cell", name="partial", exact=True)).to_be_visible()
+        return
+    raise AssertionError("the rollout detail never matched the clicked row")
+
+
+# ---------------------------------------------------------------- tests
+
+
+@pytest.mark.parametrize("flags", [["--host", "0.0.0.0"], ["--share"]])
+def test_exposed_app_without_auth_is_refused(flags):
+    proc = subprocess.run([sys.executable, "app.py", *flags, "--port", str(free_port())], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0
+    assert "refusing to serve" in proc.stderr and "--auth" in proc.stderr, proc.stderr
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_new_user_journey(tmp_path, monkeypatch):
+    from playwright.sync_api import expect, sync_playwright
+
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio"))  # the app's upload/download copies
+    data = write_data(tmp_path / "sums.jsonl")
+    runs_dir = tmp_path / "runs"
+    app = App(runs_dir)
+    timings = {}
+    try:
+        with sync_playwright() as p:
+            browser = launch_browser(p)
+            page = browser.new_page(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+            page.set_default_timeout(30_000)
+            expect.set_options(timeout=30_000)
+
+            # 1. Start the app and open the page: seconds until it serves, and until Chromium shows its tabs.
+            started = time.time()
+            timings["app_start_to_page_s"] = round(app.start(), 2)
+            load(page, app.url)
+            timings["app_start_to_rendered_s"] = round(time.time() - started, 2)
+
+            # 2. Data: upload, SFT then RFT, see format / rows / preview.
+            tab = panel(page)
+            upload = tab.locator(".block", has=page.locator("label", has_text="Training data")).locator(
+                "input[type=file]")
+            upload.set_input_files(str(data))
+            expect(tab.get_by_text("Ready: 128 rows, format prompt_completion")).to_be_visible()
+            tab.get_by_role("radio", name="SFT then RFT").check()
+            expect(tab.get_by_text("RFT stage · line 1")).to_be_visible()  # the preview now has both stages
+            expect(tab.get_by_text("SFT stage · line 1")).to_be_visible()
+            expect(tab.get_by_text("13 of 128 rows held out")).to_be_visible()
+            screenshot(page, 1, "data")
+
+            # 3. Graders: a built-in string check and a Python grader through the forms, then Test graders.
+            tab = open_tab(page, "2. Graders")
+            form = tab.locator("[role=tabpanel]:visible").first  # the open grader form
+            form.get_by_role("textbox", name="Reference").fill("Answer: {{item.answer}}")
+            expect(form.get_by_role("textbox", name="Input")).to_have_value("{{sample.output_text}}")
+            expect(form.get_by_role("combobox", name="Operation")).to_have_value("eq")
+            form.get_by_role("button", name="Add built-in grader").click()
+            expect(form.get_by_text("Added correct")).to_be_visible()
+            tab.get_by_role("tab", name="Python").click()
+            form = tab.locator("[role=tabpanel]:visible").first
+            form.locator(".cm-content").first.click()
+            page.keyboard.press("Control+a")
+            page.keyboard.insert_text(PY_GRADER)  # no key events: the editor does not re-indent the text
+            form.get_by_role("textbox", name="Name").fill("partial")
+            form.get_by_role("button", name="Add Python grader").click()
+            expect(form.get_by_text("Added partial")).to_be_visible()
+            expect(tab.get_by_role("gridcell", name="string_check")).to_be_visible()  # the list of graders
+            expect(tab.get_by_role("gridcell", name="python", exact=True)).to_be_visible()
+            tab.get_by_role("button", name="Test graders").click()
+            table = dataframe(page, tab, "Per sample")
+            expect(tab.get_by_text("Mean reward")).to_be_visible(timeout=60_000)
+            expect(table).to_be_visible()
+            expect(data_rows(page, table).first).to_be_visible()
+            header = " ".join(table.get_by_role("columnheader").all_inner_texts())
+            assert "correct" in header and "partial" in header, header
+            expect(tab.get_by_text(re.compile(r"No warnings|too hard|too easy|no learning signal",
+                                              re.I)).first).to_be_visible()
+            wait_plot(page, "Total reward per sample", timeout=20)
+            screenshot(page, 2, "graders")
+
+            # 4. Train: the built-in model, SFT then RFT, small step counts, then Launch.
+            tab = open_tab(page, "3. Train")
+            expect(tab.get_by_role("combobox", name="Model")).to_have_value(re.compile(r"^tiny"))
+            expect(tab.get_by_role("radio", name="SFT then RFT")).to_be_checked()
+            for section, values in (("sft", SFT), ("rft", RFT)):
+                acc = accordion(tab, f"Advanced: {section.upper()} stage")
+                for label, value in values.items():
+                    key = YAML_KEY[label]
+                    set_number(page, acc, label, value,
+                               lambda s=section, k=key, v=value: downloaded_run_yaml(page, tab)[s][k] == v)
+            spec = downloaded_run_yaml(page, tab)
+            assert spec["method"] == "sft+rft" and spec["model"]["name"] == "tiny", spec
+            assert [g["name"] for g in spec["graders"]] == ["correct", "partial"], spec["graders"]
+            cost = tab.locator("p", has_text="RFT per step (rough)")  # the estimate reads the RFT settings
+            expect(cost).to_contain_text("2 prompts x 4 samples = 8 rollouts")
+            expect(cost).to_contain_text("100 steps")
+            screenshot(page, 3, "train")
+            tab.get_by_role("button", name="Launch training").click()
+            launched = time.time()
+
+            # 5. Monitor: the app switches to it; loss points, then reward points, a rollout, Stop.
+            expect(page.get_by_role("tab", name="4. Monitor")).to_have_attribute("aria-selected", "true")
+            tab = panel(page)
+            wait_plot(page, "Training loss", timeout=180)
+            timings["launch_to_first_plotted_point_s"] = round(time.time() - launched, 2)
+            run_ids = [d.name for d in runs_dir.iterdir() if d.is_dir() and not d.name.startswith("_")]
+            assert len(run_ids) == 1, run_ids
+            run_id, run_dir = run_ids[0], runs_dir / run_ids[0]
+            assert any(r.get("loss") is not None for r in metrics(run_dir)), "the page plotted a loss the file lacks"
+            expect(tab.locator(".ft-progress")).to_contain_text(run_id)
+            wait_plot(page, "Reward", timeout=240)
+            assert any(r.get("stage") == "rft" and r.get("reward") is not None for r in metrics(run_dir))
+            expect(tab.locator(".ft-progress")).to_contain_text("RFT (stage 2 of 2)")
+            # The rollout browser: freeze the table (as its help says, to read), pick a row, see its scores.
+            accordion(tab, "Chart options").get_by_role("checkbox", name="Follow new rollouts").uncheck()
+            open_rollout(page, tab)
+            screenshot(page, 4, "monitor")
+            state = json.loads((run_dir / "status.json").read_text())["state"]
+            stop = tab.get_by_role("button", name="Stop", exact=True)
+            if state in ("running", "queued"):
+                expect(stop).to_be_enabled()
+                stop.click()
+                expect(tab.locator(".ft-progress")).to_contain_text("stopped", timeout=90_000)
+                timings["run_end"] = "stopped"
+            else:
+                print(f"The run had already {state} before Stop could be pressed.")
+                timings["run_end"] = state
+                expect(tab.locator(".ft-progress")).to_contain_text("finished")
+            expect(stop).to_be_disabled()
+            final = json.loads((run_dir / "status.json").read_text())
+            assert final["state"] in ("stopped", "finished"), final
+            screenshot(page, 5, "monitor-stopped")
+
+            # 6. Restart the app on the same runs folder: the run is in the history, its curves come back.
+            # The page leaves first: left open, Gradio's client reloads it by itself once the server is back,
+            # racing our own navigation.
+            page.goto("about:blank")
+            app.stop()
+            started = time.time()
+            timings["app_restart_to_page_s"] = round(app.start(), 2)
+            load(page, app.url)
+            timings["app_restart_to_rendered_s"] = round(time.time() - started, 2)
+            tab = open_tab(page, "Runs")
+            history = dataframe(page, tab, "Runs (click a row")
+            row = data_rows(page, history, run_id)
+            expect(row).to_be_visible()
+            expect(row).to_contain_text(final["state"])
+            expect(row).to_contain_text("sft+rft")
+            screenshot(page, 6, "runs")
+            row.get_by_role("gridcell").first.click()
+            expect(tab.get_by_role("combobox", name="Selected run")).to_have_value(re.compile(re.escape(run_id)))
+            tab.get_by_role("button", name="Open in Monitor").click()
+            expect(page.get_by_role("tab", name="4. Monitor")).to_have_attribute("aria-selected", "true")
+            tab = panel(page)
+            wait_plot(page, "Training loss", at_least=10, timeout=30)
+            wait_plot(page, "Reward", timeout=30)
+            expect(tab.locator(".ft-progress")).to_contain_text(final["state"])
+            screenshot(page, 7, "monitor-after-restart")
+
+            # 7. Evaluate: base / after SFT / after RFT on a few held-out rows.
+            tab = open_tab(page, "5. Evaluate & chat")
+            expect(tab.get_by_role("combobox", name="Run")).to_have_value(re.compile(re.escape(run_id)))
+            rows = tab.get_by_role("spinbutton", name="number input for Held-out rows")
+            rows.fill("10")
+            rows.press("Enter")
+            expect(tab.get_by_role("slider", name="range slider for Held-out rows")).to_have_value("10")
+            tab.get_by_role("button", name="Evaluate", exact=True).click()
+            expect(tab.get_by_text(re.compile(r"Evaluated .* on 10 held-out rows"))).to_be_visible(timeout=120_000)
+            summary = dataframe(page, tab, "Mean score per grader")
+            for label in ("Base model", "After SFT", "After RFT"):
+                expect(data_rows(page, summary, label)).to_have_count(1)
+            wait_plot(page, "Held-out scores by model", at_least=3, traces=3, timeout=20)  # 3 models x 3 bars
+            assert (run_dir / "eval" / "results.json").exists()
+            screenshot(page, 8, "evaluate")
+
+            # 8. Runs: export the reproducible bundle and download it.
+            tab = open_tab(page, "Runs")
+            export = accordion(tab, "Export the selected run")
+            export.get_by_role("button", name="Download reproducible bundle (.zip)").click()
+            expect(export.get_by_text("Bundle saved as")).to_be_visible(timeout=60_000)
+            bundle = run_dir / "export" / f"{run_id}-bundle.zip"
+            assert bundle.is_file()
+            link = export.locator("a[data-testid=download-link][download$='-bundle.zip']")
+            with page.expect_download() as info:
+                link.click()
+            got = tmp_path / "bundle.zip"
+            info.value.save_as(got)
+            with zipfile.ZipFile(got) as zf:
+                names = zf.namelist()
+            assert any(n.endswith("run.yaml") for n in names), names
+            screenshot(page, 9, "runs-export")
+            browser.close()
+    finally:
+        app.stop()
+        if timings:
+            TIMINGS.parent.mkdir(parents=True, exist_ok=True)
+            TIMINGS.write_text(json.dumps(timings, indent=2) + "\n", encoding="utf-8")
+            print(f"\nbrowser timings: {json.dumps(timings)}")
