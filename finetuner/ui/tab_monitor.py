@@ -213,7 +213,7 @@ def stop(ctx, run_id):
         raise RunError("Pick a run first.")
     request_stop(open_run(ctx.runs_dir, run_id))
     gr.Info("Stop requested: the run finishes its current step, saves the adapter and a checkpoint, then stops. "
-            "Resume later from the Runs tab or with `python -m finetuner train --resume`.")
+            "Resume later from the Runs tab or with: python -m finetuner train --resume RUN_FOLDER")
     return gr.update(interactive=False)
 
 

@@ -56,7 +56,7 @@ def runs_table(ctx: AppContext) -> tuple[dict, list[str]]:
         steps = f"{st.get('run_step', st.get('step', 0)) or 0}"
         if st.get("state") in ACTIVE_STATES and st.get("total"):
             steps = f"{st.get('stage', '')} {st.get('step', 0)}/{st['total']}"
-        note = str(st.get("error") or "")
+        note = str(st.get("error") or "").replace("`", "")  # a table cell shows Markdown marks literally
         data.append([st["id"], st.get("state", "?"), st.get("method", ""), _model(run.path), steps,
                      time.strftime("%Y-%m-%d %H:%M", time.localtime(started)) if started else "", _duration(st),
                      _num(latest(tail, "reward")), _num(latest(tail, "eval_reward")), _num(latest(tail, "loss")),
