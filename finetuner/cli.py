@@ -103,9 +103,9 @@ def cmd_train(args) -> int:
         else:
             run = new_run(args.runs_dir, cfg.name)
         if not run.config_path.exists() or Path(args.config).resolve() != run.config_path.resolve():
-            from .runs import _portable
+            from .runs import portable_config
 
-            save_config(_portable(cfg), run.config_path)
+            save_config(portable_config(cfg), run.config_path)
         _log_to_run(run)
         print(f"Run folder: {run.path}", flush=True)
         status = train_run(cfg, run)

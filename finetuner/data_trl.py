@@ -22,12 +22,13 @@ import json
 import re
 from dataclasses import dataclass, field
 
+from graders.reward import REFERENCE_COLUMN, grader_item  # noqa: F401 - graders own the renaming back
+
 from .data_rows import Records
 from .errors import DataError
 
 # GRPOTrainer drops these dataset columns from the reward functions' keyword arguments (trl 1.x).
 GRPO_RESERVED = ("prompt", "completion", "completion_ids")
-REFERENCE_COLUMN = "reference_completion"
 
 # The same test as trl.chat_template_utils.has_generation_markers, without importing TRL (seconds) here.
 _GENERATION = re.compile(r"\{%-?\s*generation\s*-?%\}")
@@ -133,17 +134,6 @@ def to_rft(records: Records, tokenizer) -> Converted:
     else:
         notes.append("The rows hold only prompts: graders can judge only the answer itself ({{sample.output_text}}).")
     return Converted(rows, False, "prompt", notes)
-
-
-def grader_item(row: dict) -> dict:
-    """The dataset row as graders see it (`{{item.<column>}}`): the reference answer back under `completion`.
-
-    For reward functions: `grader_item({k: kwargs[k][i] for k in columns})`."""
-    if REFERENCE_COLUMN not in row:
-        return row
-    item = {k: v for k, v in row.items() if k != REFERENCE_COLUMN}
-    item["completion"] = row[REFERENCE_COLUMN]
-    return item
 
 
 # ---------------------------------------------------------------- one type per column

@@ -260,14 +260,14 @@ def launch(config, runs_dir: str | Path = "runs", extra_env: dict | None = None)
     from .config import save_config
 
     run = new_run(runs_dir, config.name)
-    save_config(_portable(config), run.config_path)
+    save_config(portable_config(config), run.config_path)
     run.write_status(state="queued", created=_now(), name=config.name, method=config.method)
     cmd = [sys.executable, "-m", "finetuner", "train", str(run.config_path), "--run-dir", str(run.path)]
     start_child(run, cmd, extra_env)
     return run
 
 
-def _portable(config):
+def portable_config(config):
     """The config with data and grader file paths made absolute, since the run folder is elsewhere."""
     import copy
 

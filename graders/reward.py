@@ -24,6 +24,17 @@ from graders.templating import to_text
 # GRPOTrainer keeps a dataset column named `completion` for itself, so the engine stores a reference answer as
 # `reference_completion` (finetuner/data_trl.py); graders see it under its real name, {{item.completion}}.
 REFERENCE_COLUMN = "reference_completion"
+
+
+def grader_item(row: dict) -> dict:
+    """The dataset row as graders see it (`{{item.<column>}}`): the reference answer back under `completion`."""
+    if REFERENCE_COLUMN not in row:
+        return row
+    item = {k: v for k, v in row.items() if k != REFERENCE_COLUMN}
+    item["completion"] = row[REFERENCE_COLUMN]
+    return item
+
+
 _NOT_COLUMNS = {"trainer_state", "log_metric", "log_extra", "environments", "completion_ids", "prompts",
                 "completions"}
 
@@ -99,9 +110,8 @@ class RewardBridge:
         columns = {k: v for k, v in kwargs.items() if k not in _NOT_COLUMNS}
         items = []
         for i in range(n):
-            item = {k: (v[i] if isinstance(v, (list, tuple)) and len(v) == n else v) for k, v in columns.items()}
-            if REFERENCE_COLUMN in item and "completion" not in item:
-                item["completion"] = item.pop(REFERENCE_COLUMN)
+            item = grader_item({k: (v[i] if isinstance(v, (list, tuple)) and len(v) == n else v)
+                                for k, v in columns.items()})
             item["prompt"] = prompts[i]
             items.append(item)
         batch = _Batch(prompts, completions, [make_sample(c) for c in completions], items)
