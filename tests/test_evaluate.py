@@ -16,7 +16,7 @@ import pytest
 from finetuner import arith
 from finetuner import evaluate as ev
 from finetuner.config import from_dict, load_config, save_config, to_dict
-from finetuner.runs import RunFolder, _portable, new_run
+from finetuner.runs import RunFolder, portable_config, new_run
 from finetuner.train import train_run
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "arithmetic"
@@ -36,7 +36,7 @@ def trained_run() -> RunFolder:
     spec["rft"].update(max_steps=3, eval_steps=2, batch_size=8, num_generations=4, logging_steps=1, save_steps=100)
     cfg = from_dict(spec, base_dir=str(EXAMPLE))
     run = new_run(root / "runs", "uitest")
-    save_config(_portable(cfg), run.config_path)  # as runs.launch does: absolute data paths
+    save_config(portable_config(cfg), run.config_path)  # as runs.launch does: absolute data paths
     status = train_run(cfg, run)
     assert status["state"] == "finished", status.get("error")
     return run
