@@ -2,9 +2,10 @@
 speed-up from concurrency over a one-by-one loop against a loopback server with simulated latency.
 
     python benchmarks/bench_graders.py            # readable lines
-    python benchmarks/bench_graders.py --json     # {"python_grades_per_s": x, "judge_speedup": y}
+    python benchmarks/bench_graders.py --json     # {"python_grades_per_s": x, "judge_speedup": y, ...}
 
 Targets (2 CPU cores): >= 2,000 grades/s, >= 8x judge speed-up at 50 ms latency. Not a test.
+`python -m finetuner bench` runs it as part of the whole benchmark.
 """
 
 from __future__ import annotations
@@ -90,8 +91,7 @@ def main(argv=None) -> int:
     finally:
         close_pools()
     if args.json:
-        print(json.dumps({"python_grades_per_s": round(result["python_grades_per_s"], 1),
-                          "judge_speedup": round(result["judge_speedup"], 2)}))
+        print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in result.items()}))
     else:
         print(f"python graders: {result['python_grades_per_s']:,.0f} trivial grades/s "
               f"({result['python_rows']} rows in batches of {result['python_batch']}, {os.cpu_count()} CPUs)")

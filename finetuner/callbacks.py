@@ -13,9 +13,11 @@ import re
 import shutil
 import sys
 import time
+from pathlib import Path
 
 from transformers import TrainerCallback
 
+from . import distributed, faults
 from .runs import RunFolder
 
 
@@ -60,6 +62,7 @@ class RunFolderCallback(TrainerCallback):
     # ------------------------------------------------------------------ steps
 
     def on_train_begin(self, args, state, control, **kwargs):
+        faults.watch_stop(self.run.stop_path)  # for the test hook only
         # On resume, the scores of checkpoints saved before are in the restored log history.
         self._eval_scores = {h["step"]: h["eval_reward"] for h in state.log_history
                              if h.get("eval_reward") is not None and "step" in h}
@@ -68,12 +71,14 @@ class RunFolderCallback(TrainerCallback):
 
     def on_step_begin(self, args, state, control, **kwargs):
         self._step_started = time.perf_counter()
+        faults.step_begins(state.global_step + 1)  # a test hook; nothing unless FINETUNER_FAULT is set
 
     def on_step_end(self, args, state, control, **kwargs):
         self._window_seconds += time.perf_counter() - self._step_started
         self._window_steps += 1
         extra = {}
-        if self.run.stop_path.exists() and not self.stop_requested:
+        # Rank 0 decides for all ranks under `accelerate launch`: a rank that stopped alone would hang the rest.
+        if distributed.from_main(self.run.stop_path.exists()) and not self.stop_requested:
             self.stop_requested = True
             control.should_training_stop = True
             control.should_save = True  # a checkpoint at this very step, so resume continues from it
@@ -105,19 +110,24 @@ class RunFolderCallback(TrainerCallback):
                 row["time/training_s"] = round(step_s, 4)
             self._window_seconds, self._window_steps = 0.0, 0
         row["memory/peak_gb"] = round(peak_memory_gb(), 4)
+        faults.before_write(state.global_step, self.run.metrics_path)
         self.run.append_metric(row)
         self._write_step(state)  # the step-end write is throttled; a log event always brings status up to date
         if self.bridge is not None:
             # Rows carry the step and split the trainer stamped when it generated them.
             defaults = {"step": state.global_step, "split": "eval" if is_eval else "train"}
-            self.run.append_samples([{**defaults, **s, "stage": self.stage} for s in self.bridge.drain_rows()])
+            rows = self.bridge.drain_rows()
+            if distributed.world_size() > 1:
+                # Each rank graded its own completions; rank 0 writes them all, each marked with its rank.
+                rows = distributed.gather_to_main([{**r, "rank": distributed.rank()} for r in rows])
+            self.run.append_samples([{**defaults, **s, "stage": self.stage} for s in rows])
             rate = logs.get("graders/error_rate")
             if not is_eval and rate is not None and rate > self.max_error_rate:
                 self.stop_reason = (
                     f"Graders failed on {rate:.0%} of completions at RFT step {state.global_step}, above the "
-                    f"allowed {self.max_error_rate:.0%} (`rft.max_grader_error_rate`). Training was stopped so the "
-                    f"model does not learn from noise. See the errors in the rollouts, fix the grader and test it "
-                    f"with `python -m finetuner test-grader`.")
+                    f"allowed {self.max_error_rate:.0%} (`rft.max_grader_error_rate`). {_culprits(logs, rows)}"
+                    f"Training was stopped so the model does not learn from noise. See the errors in the rollouts, "
+                    f"fix the grader and test it with `python -m finetuner test-grader`.")
                 control.should_training_stop = True
         return control
 
@@ -131,9 +141,23 @@ class RunFolderCallback(TrainerCallback):
         return control
 
     def on_save(self, args, state, control, **kwargs):
-        if self.keep_best and self._eval_scores:
+        faults.checkpoint_saved(state.global_step, Path(args.output_dir) / f"checkpoint-{state.global_step}")
+        if self.keep_best and self._eval_scores and state.is_world_process_zero:
             prune_checkpoints(args.output_dir, self._eval_scores, self.keep_best)
         return control
+
+
+def _culprits(logs: dict, rows: list[dict]) -> str:
+    """Which graders failed, each with its error rate and latest error, worst first: the person fixes those."""
+    rates = {k[len("graders/"):-len("/error_rate")]: v for k, v in logs.items()
+             if k.startswith("graders/") and k.endswith("/error_rate") and k != "graders/error_rate" and v}
+    parts = []
+    for name, rate in sorted(rates.items(), key=lambda kv: -kv[1]):
+        err = next((r["errors"][name] for r in reversed(rows) if name in (r.get("errors") or {})), None)
+        latest = f" (latest: {err.get('type')}: {str(err.get('message'))[:160]})" if err else ""
+        parts.append(f"grader `{name}` failed on {rate:.0%} of its grades{latest}")
+    text = "; ".join(parts)[:1200]
+    return f"{text[:1].upper()}{text[1:]}. " if parts else ""
 
 
 def prune_checkpoints(folder, scores: dict[int, float], keep: int) -> list[int]:
@@ -171,6 +195,8 @@ class ProgressCallback(TrainerCallback):
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         logs = logs or {}
+        if not state.is_world_process_zero:  # one progress line per step, not one per process
+            return
         if "train_runtime" in logs:  # the trainer's closing summary, not a step
             return
         if any(k.startswith("eval_") for k in logs):
@@ -192,7 +218,7 @@ class ProgressCallback(TrainerCallback):
                    newline=not self.tty)
 
     def on_train_end(self, args, state, control, **kwargs):
-        if self.tty:
+        if self.tty and state.is_world_process_zero:
             self.stream.write("\n")
             self.stream.flush()
 

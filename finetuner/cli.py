@@ -1,6 +1,6 @@
 """`python -m finetuner <verb>`: the headless face of the engine.
 
-Verbs: train, stop, runs, explain, check-data, test-grader, demo. Heavy libraries are imported inside the
+Verbs: train, stop, runs, explain, check-data, test-grader, demo, bench. Heavy libraries are imported inside the
 verbs so `--help` and `explain` answer at once. A FinetunerError prints its message (what, where, what to
 do) and exits 2; no traceback is shown for mistakes a user can fix.
 """
@@ -61,31 +61,41 @@ def _deep_merge(base: dict, extra: dict) -> None:
 
 
 def _log_to_run(run) -> None:
-    """Log to the run's log.txt, unless stdout already goes there (a launched child)."""
+    """Log to the run's log.txt, unless stdout already goes there (a launched child). Under `accelerate
+    launch` only rank 0 writes log.txt; every rank's lines on stderr carry its rank."""
+    from . import distributed
+
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     try:
         same = run.log_path.exists() and os.path.samestat(os.fstat(sys.stdout.fileno()), os.stat(run.log_path))
     except (OSError, ValueError):
         same = False
-    if not same:
+    if not same and distributed.is_main():
         handlers.append(logging.FileHandler(run.log_path, encoding="utf-8"))
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        handlers=handlers, force=True)
+    fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    if distributed.world_size() > 1:
+        fmt = f"[rank {distributed.rank()}] {fmt}"
+    logging.basicConfig(level=logging.INFO, format=fmt, handlers=handlers, force=True)
     for noisy in ("httpx", "urllib3", "filelock"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def cmd_train(args) -> int:
+    from . import distributed
     from .config import load_config, save_config
     from .runs import RunFolder, new_run, open_run
     from .train import train_run
 
+    distributed.start()  # under `accelerate launch`: join the other ranks before choosing the run folder
+    main = distributed.is_main()
     if args.resume:
         from .errors import RunError
         from .runs import ACTIVE_STATES, refresh_state
 
         run = open_run(None, args.resume)
-        if refresh_state(run).get("state") in ACTIVE_STATES:
+        status = refresh_state(run)
+        # The Runs tab's Resume marks the run queued with this very process's pid: that is not another trainer.
+        if status.get("state") in ACTIVE_STATES and status.get("pid") != os.getpid():
             raise RunError(f"Run {run.id} is still training (pid {run.read_status().get('pid')}); stop it "
                            f"first with `python -m finetuner stop {run.path}`.")
         if args.set:
@@ -101,16 +111,19 @@ def cmd_train(args) -> int:
             run = RunFolder(Path(args.run_dir))
             run.path.mkdir(parents=True, exist_ok=True)
         else:
-            run = new_run(args.runs_dir, cfg.name)
-        if not run.config_path.exists() or Path(args.config).resolve() != run.config_path.resolve():
+            # One folder for all ranks: rank 0 makes it (its name has the time) and hands the path over.
+            run = RunFolder(distributed.from_main(str(new_run(args.runs_dir, cfg.name).path) if main else None))
+        if main and (not run.config_path.exists() or Path(args.config).resolve() != run.config_path.resolve()):
             from .runs import portable_config
 
             save_config(portable_config(cfg), run.config_path)
         _log_to_run(run)
-        print(f"Run folder: {run.path}", flush=True)
+        if main:
+            print(f"Run folder: {run.path}", flush=True)
         status = train_run(cfg, run)
     state = status.get("state")
-    print(f"Run {run.id}: {state}" + (f" - {status['error']}" if status.get("error") else ""), flush=True)
+    if main:
+        print(f"Run {run.id}: {state}" + (f" - {status['error']}" if status.get("error") else ""), flush=True)
     return 0 if state in ("finished", "stopped") else 1
 
 
@@ -171,6 +184,13 @@ def cmd_demo(args) -> int:
     return run_demo(runs_dir=args.runs_dir, as_json=args.json, rft_steps=args.rft_steps)
 
 
+def cmd_bench(args) -> int:
+    from .bench import run_bench
+
+    run_bench(quick=args.quick, out=args.out, only=args.only)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m finetuner",
                                 description="Finetuner: SFT, RFT (GRPO with your graders) or SFT then RFT, "
@@ -210,6 +230,12 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--json", action="store_true", help="print one JSON object with the results last")
     d.add_argument("--rft-steps", type=int, default=None, help="override the demo's RFT steps")
     d.set_defaults(func=cmd_demo)
+
+    b = sub.add_parser("bench", help="speed figures: engine vs plain TRL, grader throughput, UI timings")
+    b.add_argument("--quick", action="store_true", help="one short run of each (under a minute), for tests")
+    b.add_argument("--out", metavar="FILE.json", help="also write the results as one JSON object")
+    b.add_argument("--only", metavar="SECTIONS", help="comma-separated: train, graders, ui (default: all)")
+    b.set_defaults(func=cmd_bench)
     return p
 
 

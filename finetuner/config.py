@@ -23,11 +23,18 @@ from .errors import ConfigError
 METHODS = ("sft", "rft", "sft+rft")
 
 
-def _f(default, help: str, choices: tuple | None = None, **kw):
-    """A dataclass field with its help text (and allowed values) in metadata."""
+def _f(default, help: str, choices: tuple | None = None, lo=None, hi=None, above=None, required=False, **kw):
+    """A dataclass field with its help text in metadata, and what values it allows: `choices`, bounds (`lo` <=
+    value <= `hi`, or value > `above`), or `required` (text that may not be empty). `validate` checks them
+    for every section, used by the run's method or not, so a wrong value is named wherever it is."""
     meta = {"help": help}
     if choices:
         meta["choices"] = choices
+    for key, value in (("lo", lo), ("hi", hi), ("above", above)):
+        if value is not None:
+            meta[key] = value
+    if required:
+        meta["required"] = True
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda d=default: type(d)(d), metadata=meta, **kw)
     return field(default=default, metadata=meta, **kw)
@@ -35,12 +42,12 @@ def _f(default, help: str, choices: tuple | None = None, **kw):
 
 @dataclass
 class ModelConfig:
-    name: str = _f("tiny", "Base model: `tiny` (the built-in offline demo model), a Hugging Face id such as "
+    name: str = _f("tiny", required=True, help="Base model: `tiny` (the built-in offline demo model), a Hugging Face id such as "
                    "`Qwen/Qwen2.5-0.5B-Instruct`, or a local folder.")
     quantization: str = _f("auto", "`auto`: 4-bit NF4 (QLoRA) when a CUDA GPU and bitsandbytes are present, else "
-                           "plain LoRA in fp32 on CPU. `4bit`: always 4-bit (refused on CPU unless it can be made "
-                           "safe). `none`: full-precision base weights.", ("auto", "4bit", "none"))
-    max_length: int = _f(512, "Longest sequence (prompt + answer) in tokens; longer SFT rows are truncated.")
+                           "plain LoRA in fp32 on CPU. `4bit`: always 4-bit (refused without a CUDA GPU, before "
+                           "anything loads). `none`: full-precision base weights.", ("auto", "4bit", "none"))
+    max_length: int = _f(512, lo=1, help="Longest sequence (prompt + answer) in tokens; longer SFT rows are truncated.")
     trust_remote_code: bool = _f(False, "Allow model code from the model's own repository. Only for models you "
                                  "trust.")
 
@@ -50,77 +57,94 @@ class DataConfig:
     train: str = _f("", "Training data: a .jsonl, .csv, .parquet or .json file (relative to this YAML file), "
                     "or a Hugging Face dataset id.")
     eval: str = _f("", "Optional held-out data in the same form. Empty: a seeded share of `train` is held out.")
-    eval_fraction: float = _f(0.1, "Share of `train` held out for evaluation when `eval` is empty (0 to 0.5).")
+    eval_fraction: float = _f(0.1, lo=0.0, hi=0.5, help="Share of `train` held out for evaluation when `eval` is empty (0 to 0.5).")
     rft_train: str = _f("", "Optional separate prompts for the RFT stage of `sft+rft`. Empty: the RFT stage uses "
                         "the prompts of `train`.")
-    split: str = _f("train", "Split to read when `train` is a Hugging Face dataset id.")
+    split: str = _f("train", required=True, help="Split to read when `train` is a Hugging Face dataset id.")
     format: str = _f("auto", "How rows are read: `auto` detects it; `messages` (chat), `prompt_completion`, "
                      "`text` (plain language modelling, SFT only) or `prompt` (prompts only, RFT).",
                      ("auto", "messages", "prompt_completion", "text", "prompt"))
-    messages_column: str = _f("messages", "Column holding a chat: a list of {role, content}.")
-    prompt_column: str = _f("prompt", "Column holding the prompt (a string or a list of chat messages).")
-    completion_column: str = _f("completion", "Column holding the answer to learn (SFT).")
-    text_column: str = _f("text", "Column holding plain text (format `text`).")
-    max_rows: int = _f(0, "Use at most this many training rows (0: all). Handy for a quick trial.")
+    messages_column: str = _f("messages", required=True, help="Column holding a chat: a list of {role, content}.")
+    prompt_column: str = _f("prompt", required=True, help="Column holding the prompt (a string or a list of chat messages).")
+    completion_column: str = _f("completion", required=True, help="Column holding the answer to learn (SFT).")
+    text_column: str = _f("text", required=True, help="Column holding plain text (format `text`).")
+    max_rows: int = _f(0, lo=0, help="Use at most this many training rows (0: all). Handy for a quick trial.")
 
 
 @dataclass
 class AdapterConfig:
     type: str = _f("lora", "Adapter kind: `lora`, `dora` (weight-decomposed, a little slower, often better) or "
                    "`rslora` (rank-stabilised scaling, better at high rank).", ("lora", "dora", "rslora"))
-    r: int = _f(16, "Adapter rank: capacity of the update. 8-64 is usual; 16 is a good start.")
-    alpha: int = _f(32, "Scale of the update (LoRA alpha); commonly 2 x rank.")
-    dropout: float = _f(0.05, "Dropout on the adapter's input during training (0 to 0.5).")
-    target_modules: str = _f("all-linear", "Layers that get adapters: `all-linear`, or a comma-separated list of "
+    r: int = _f(16, lo=1, help="Adapter rank: capacity of the update. 8-64 is usual; 16 is a good start.")
+    alpha: int = _f(32, lo=1, help="Scale of the update (LoRA alpha); commonly 2 x rank.")
+    dropout: float = _f(0.05, lo=0.0, hi=0.5, help="Dropout on the adapter's input during training (0 to 0.5).")
+    target_modules: str = _f("all-linear", required=True, help="Layers that get adapters: `all-linear`, or a comma-separated list of "
                              "module names such as `q_proj,v_proj`.")
 
 
 @dataclass
 class SFTConfig:
-    epochs: float = _f(3.0, "Passes over the training data (ignored when `max_steps` > 0).")
-    max_steps: int = _f(0, "Stop after this many optimizer steps (0: use `epochs`).")
-    learning_rate: float = _f(2e-4, "Adapter learning rate. 1e-4 to 5e-4 is usual for LoRA.")
-    batch_size: int = _f(4, "Rows per device per step.")
-    grad_accum: int = _f(1, "Steps whose gradients are summed before one update (raises the effective batch "
+    epochs: float = _f(3.0, lo=0.0, help="Passes over the training data (ignored when `max_steps` > 0).")
+    max_steps: int = _f(0, lo=0, help="Stop after this many optimizer steps (0: use `epochs`).")
+    learning_rate: float = _f(2e-4, above=0.0, hi=1.0, help="Adapter learning rate. 1e-4 to 5e-4 is usual for LoRA.")
+    batch_size: int = _f(4, lo=1, help="Rows per device per step.")
+    grad_accum: int = _f(1, lo=1, help="Steps whose gradients are summed before one update (raises the effective batch "
                          "without memory).")
     lr_scheduler: str = _f("cosine", "Learning-rate schedule.", ("constant", "linear", "cosine",
                                                                   "constant_with_warmup"))
-    warmup_ratio: float = _f(0.03, "Share of steps spent warming the learning rate up (0 to 0.5).")
-    save_steps: int = _f(50, "Save a resumable checkpoint every this many steps.")
-    logging_steps: int = _f(1, "Log metrics every this many steps (1 gives live charts).")
+    warmup_ratio: float = _f(0.03, lo=0.0, hi=0.5, help="Share of steps spent warming the learning rate up (0 to 0.5).")
+    save_steps: int = _f(50, "Save a resumable checkpoint every this many steps.", lo=1)
+    logging_steps: int = _f(1, lo=1, help="Log metrics every this many steps (1 gives live charts).")
 
 
 @dataclass
 class RFTConfig:
-    max_steps: int = _f(100, "RFT optimizer steps (0: use `epochs`).")
-    epochs: float = _f(1.0, "Passes over the prompts when `max_steps` is 0.")
-    learning_rate: float = _f(1e-5, "Adapter learning rate. RFT wants it lower than SFT; too high drifts or "
+    max_steps: int = _f(100, lo=0, help="RFT optimizer steps (0: use `epochs`).")
+    epochs: float = _f(1.0, lo=0.0, help="Passes over the prompts when `max_steps` is 0.")
+    learning_rate: float = _f(1e-5, above=0.0, hi=1.0, help="Adapter learning rate. RFT wants it lower than SFT; too high drifts or "
                               "collapses.")
-    batch_size: int = _f(8, "Completions per device per step (a multiple of `num_generations` with "
+    batch_size: int = _f(8, lo=1, help="Completions per device per step (a multiple of `num_generations` with "
                          "`grad_accum`).")
-    grad_accum: int = _f(1, "Steps whose gradients are summed before one update.")
-    num_generations: int = _f(4, "Completions sampled per prompt; rewards are compared within each group "
+    grad_accum: int = _f(1, "Steps whose gradients are summed before one update.", lo=1)
+    num_generations: int = _f(4, lo=2, help="Completions sampled per prompt; rewards are compared within each group "
                               "(at least 2).")
-    max_completion_length: int = _f(128, "Longest completion sampled, in tokens.")
-    temperature: float = _f(1.0, "Sampling temperature for rollouts; higher explores more.")
-    beta: float = _f(0.0, "KL penalty towards the starting model (0: none, saves memory and time).")
+    max_completion_length: int = _f(128, lo=1, help="Longest completion sampled, in tokens.")
+    temperature: float = _f(1.0, above=0.0, help="Sampling temperature for rollouts; higher explores more.")
+    beta: float = _f(0.0, lo=0.0, help="KL penalty towards the starting model (0: none, saves memory and time).")
     loss_type: str = _f("dapo", "GRPO loss normalisation (TRL's `loss_type`).",
                         ("grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo"))
     lr_scheduler: str = _f("constant", "Learning-rate schedule.", ("constant", "linear", "cosine",
                                                                     "constant_with_warmup"))
-    warmup_ratio: float = _f(0.0, "Share of steps spent warming the learning rate up.")
-    eval_steps: int = _f(0, "Score the eval split with the graders every this many steps (0: never). "
+    warmup_ratio: float = _f(0.0, lo=0.0, hi=0.5, help="Share of steps spent warming the learning rate up.")
+    eval_steps: int = _f(0, lo=0, help="Score the eval split with the graders every this many steps (0: never). "
                          "Gives `eval_reward`.")
-    keep_best: int = _f(2, "Keep this many checkpoints with the best `eval_reward` (plus the latest).")
-    save_steps: int = _f(50, "Save a resumable checkpoint every this many steps.")
-    logging_steps: int = _f(1, "Log metrics and rollouts every this many steps.")
-    max_grader_error_rate: float = _f(0.5, "Stop the run when more than this share of grades in a step fail "
+    keep_best: int = _f(2, lo=0, help="Keep this many checkpoints with the best `eval_reward` (plus the latest).")
+    save_steps: int = _f(50, "Save a resumable checkpoint every this many steps.", lo=1)
+    logging_steps: int = _f(1, lo=1, help="Log metrics and rollouts every this many steps.")
+    max_grader_error_rate: float = _f(0.5, lo=0.0, hi=1.0, help="Stop the run when more than this share of grades in a step fail "
                                       "(a broken grader would otherwise train on noise).")
+    use_vllm: str = _f("auto", "Generate rollouts with vLLM: `auto` uses it on a CUDA GPU when vLLM is installed "
+                       "(colocated on the training GPU), else transformers; `colocate` always (refused when vLLM is "
+                       "missing); `server` uses a separate `trl vllm-serve` at `vllm_server_url`; `off` never.",
+                       ("auto", "off", "colocate", "server"))
+    vllm_gpu_memory_utilization: float = _f(0.3, lo=0.05, hi=0.95, help="Share of the GPU's memory a colocated vLLM "
+                                            "reserves for its weights and KV cache; training gets the rest.")
+    vllm_server_url: str = _f("http://127.0.0.1:8000", "Address of the `trl vllm-serve` server when `use_vllm` is "
+                              "`server`.")
+
+
+@dataclass
+class TrainConfig:
+    optim: str = _f("auto", "Optimizer: `auto` is paged 8-bit AdamW on a CUDA GPU with bitsandbytes (states 4x "
+                    "smaller, paged to CPU under pressure) and AdamW elsewhere; or name one.",
+                    ("auto", "paged_adamw_8bit", "adamw_8bit", "adamw_torch_fused", "adamw_torch"))
+    gradient_checkpointing: str = _f("auto", "Recompute activations in the backward pass to save memory: `auto` is "
+                                     "on for a CUDA GPU, off on CPU.", ("auto", "on", "off"))
 
 
 @dataclass
 class RunConfig:
-    name: str = _f("run", "A short name for the run; the run folder is named after it.")
+    name: str = _f("run", required=True, help="A short name for the run; the run folder is named after it.")
     method: str = _f("sft", "`sft` learns from labelled answers; `rft` learns from graders' scores of its own "
                      "samples (GRPO); `sft+rft` does SFT, then RFT on the same adapter.", METHODS)
     model: ModelConfig = field(default_factory=ModelConfig, metadata={"help": "Base model and how to load it."})
@@ -130,7 +154,9 @@ class RunConfig:
     adapter: AdapterConfig = field(default_factory=AdapterConfig, metadata={"help": "The trainable adapter."})
     sft: SFTConfig = field(default_factory=SFTConfig, metadata={"help": "Hyper-parameters of the SFT stage."})
     rft: RFTConfig = field(default_factory=RFTConfig, metadata={"help": "Hyper-parameters of the RFT stage."})
-    seed: int = _f(42, "Random seed for data split, sampling and initialisation.")
+    train: TrainConfig = field(default_factory=TrainConfig, metadata={"help": "Optimizer and memory settings of "
+                                                                            "both stages."})
+    seed: int = _f(42, lo=0, hi=2**32 - 1, help="Random seed for data split, sampling and initialisation.")
     report_to: list = _f([], "Extra trackers fed by transformers: `tensorboard`, `wandb`, `mlflow`, `trackio` "
                          "(when installed). The run folder is always written.")
 
@@ -214,7 +240,8 @@ def _section_from_dict(cls, data: Any, where: str):
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{where or 'the config'}: expected a mapping of fields, got {type(data).__name__}.")
+        raise ConfigError(f"{f'`{where}`' if where else 'The config'}: expected a mapping of fields, got "
+                          f"{type(data).__name__}. Write it as `key: value` lines under it.")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
     kwargs = {}
@@ -308,7 +335,8 @@ def validate(cfg: RunConfig) -> None:
             if getattr(s, name) < 1:
                 raise ConfigError(f"`{stage}.{name}` is {getattr(s, name)}; it must be at least 1.")
         if s.max_steps < 0 or (s.max_steps == 0 and s.epochs <= 0):
-            raise ConfigError(f"`{stage}`: set `max_steps` above 0 or `epochs` above 0.")
+            raise ConfigError(f"`{stage}.max_steps` is {s.max_steps} and `{stage}.epochs` is {s.epochs}: set "
+                              f"`max_steps` above 0, or leave it 0 and set `epochs` above 0.")
         _check_range(s.warmup_ratio, 0.0, 0.5, f"{stage}.warmup_ratio", "use a share between 0 and 0.5")
     if "rft" in cfg.stages:
         r = cfg.rft
@@ -327,10 +355,38 @@ def validate(cfg: RunConfig) -> None:
         if r.beta < 0:
             raise ConfigError("`rft.beta` cannot be negative; use 0 to turn the KL penalty off.")
         _check_range(r.max_grader_error_rate, 0.0, 1.0, "rft.max_grader_error_rate", "use a share from 0 to 1")
+        if r.use_vllm == "server" and not r.vllm_server_url.startswith(("http://", "https://")):
+            raise ConfigError(f"`rft.vllm_server_url` is {r.vllm_server_url!r}; give the address of `trl vllm-serve`, "
+                              f"such as http://127.0.0.1:8000.")
         if not cfg.graders:
             raise ConfigError(f"Method `{cfg.method}` trains on graders' scores, but `graders` is empty. Add at "
                               f"least one grader, or choose method `sft`.")
+    # The checks above give the used stages their most specific messages; these cover every field.
+    _check_fields(cfg)
+    for i, tracker in enumerate(cfg.report_to):
+        if not isinstance(tracker, str) or not tracker.strip():
+            raise ConfigError(f"`report_to[{i}]` is {tracker!r}; give a tracker name such as `tensorboard`.")
     _validate_graders(cfg)
+
+
+def _check_fields(section, prefix: str = "") -> None:
+    """Every field's own rule from its metadata (required text, bounds), in any section."""
+    for f in dataclasses.fields(section):
+        meta, value, where = f.metadata, getattr(section, f.name), f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(value):
+            _check_fields(value, where + ".")
+            continue
+        hint = meta.get("help", "")
+        if meta.get("required") and isinstance(value, str) and not value.strip():
+            raise ConfigError(f"`{where}` is empty. {hint}")
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            continue
+        lo, hi, above = meta.get("lo"), meta.get("hi"), meta.get("above")
+        if (lo is None or value >= lo) and (hi is None or value <= hi) and (above is None or value > above):
+            continue
+        rule = [f"at least {lo}" if lo is not None else "", f"above {above}" if above is not None else "",
+                f"at most {hi}" if hi is not None else ""]
+        raise ConfigError(f"`{where}` is {value}; it must be {' and '.join(r for r in rule if r)}. {hint}")
 
 
 def _validate_graders(cfg: RunConfig) -> None:

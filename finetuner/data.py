@@ -98,10 +98,43 @@ def load_stage_data(cfg: RunConfig, stage: str, tokenizer, progress=None) -> Sta
 
     conv = (to_sft if stage == "sft" else to_rft)(Records(fmt, rows), tokenizer)
     notes += records.notes + conv.notes
+    if stage == "sft" and tokenizer is not None:
+        notes += _truncation(conv, tokenizer, cfg.model.max_length)
     train = to_dataset([conv.rows[i] for i in train_idx])
     evaluation = to_dataset([conv.rows[i] for i in eval_idx]) if eval_idx else None
     eval_rows = [_with_reference(raw[i], rows[i]) for i in eval_idx]
     return StageData(train, evaluation, eval_rows, fmt, conv.assistant_only_loss, notes)
+
+
+def _truncation(conv, tokenizer, max_length: int) -> list[str]:
+    """Say how many rows SFT will cut at `model.max_length`. Counted on the rows' text alone, batched: rendering
+    every row through the chat template would cost seconds per 10,000 rows before each run, and the template only
+    adds tokens, so every row counted here is truly cut (check-data gives the exact count)."""
+    texts = ["\n".join(_strings(row)) for row in conv.rows]
+    # A token covers at least one byte (byte-level BPE, byte-fallback SentencePiece, character vocabularies), so
+    # only rows of more bytes than max_length need the tokenizer.
+    long = [t for t in texts if len(t) > max_length // 4 and len(t.encode()) > max_length]
+    if not long:
+        return []
+    lengths = [len(ids) for ids in tokenizer(long, add_special_tokens=False)["input_ids"]]
+    over = sum(n > max_length for n in lengths)
+    if not over:
+        return []
+    return [f"{over} of {len(texts)} rows are longer than model.max_length ({max_length} tokens) even before the "
+            f"chat template's tokens (the longest: {max(lengths)}): SFT truncates them, so their ends are not "
+            f"trained. Raise model.max_length or shorten those rows (check-data counts every row exactly)."]
+
+
+def _strings(value) -> list[str]:
+    """Every text in a converted row (chat turns' contents, prompt, completion, text)."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list):
+        return [s for item in value for s in _strings(item)]
+    if isinstance(value, dict):
+        keys = ("content",) if "role" in value else ("messages", "prompt", "completion", "text")
+        return [s for k in keys if k in value for s in _strings(value[k])]
+    return []
 
 
 def _with_reference(raw: dict, record: dict) -> dict:

@@ -10,16 +10,20 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
+import sys
+from array import array
 from dataclasses import dataclass, field
 
 from .config import METHODS, DataConfig
-from .data_read import DataProblems, read_source
+from .data_read import UPLOAD_HINT, DataProblems, Progress, SourceReader
 from .data_rows import detect_format, normalise
 from .data_trl import Converted, grader_item, to_rft, to_sft
 from .errors import DataError, FinetunerError
 
 OPEN, CLOSE = "⟦", "⟧"
 SHOWN_ERRORS = 20
+KEPT_ERRORS = 1000  # errors listed in a report; the rest are counted in `unlisted`
 
 
 @dataclass
@@ -56,8 +60,13 @@ class CheckReport:
     lengths: TokenStats | None = None  # None without a tokenizer or when the data cannot be read
     notes: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)  # each names its line/row where it has one
+    unlisted: int = 0  # errors counted but not listed (past KEPT_ERRORS)
     hint: str = ""  # what to do about the errors
     preview: list[PreviewRow] = field(default_factory=list)
+
+    @property
+    def error_count(self) -> int:
+        return len(self.errors) + self.unlisted
 
     @property
     def truncated(self) -> int:
@@ -68,10 +77,11 @@ class CheckReport:
         if self.ok:
             lines.append(f"OK: {self.rows} rows, format `{self.format}`; columns: {', '.join(self.columns)}.")
         else:
-            lines.append(f"NOT USABLE: {len(self.errors)} problem{'s' if len(self.errors) != 1 else ''}.")
+            n = self.error_count
+            lines.append(f"NOT USABLE: {n} problem{'s' if n != 1 else ''}.")
             lines += [f"  - {e}" for e in self.errors[:SHOWN_ERRORS]]
-            if len(self.errors) > SHOWN_ERRORS:
-                lines.append(f"  ... and {len(self.errors) - SHOWN_ERRORS} more.")
+            if n > SHOWN_ERRORS:
+                lines.append(f"  ... and {n - SHOWN_ERRORS} more.")
             if self.hint:
                 lines.append(self.hint)
         if self.lengths:
@@ -100,58 +110,144 @@ def _short(value, n: int = 60) -> str:
 
 
 def check_data(source: str, method: str, tokenizer=None, dcfg: DataConfig | None = None,
-               max_length: int = 512) -> CheckReport:
-    """Check `source` for `method` ("sft", "rft" or "sft+rft") without training."""
+               max_length: int = 512, progress: Progress | None = None) -> CheckReport:
+    """Check `source` for `method` ("sft", "rft" or "sft+rft") without training.
+
+    The source is read and checked a chunk at a time (data_read.SourceReader), keeping only counts, token
+    lengths, the first errors and the preview, so a file of any size is checked in bounded memory.
+    `progress(bytes_read, total)` is called after each chunk."""
     dcfg = dcfg or DataConfig()
     report = CheckReport(source=source, method=method)
     if method not in METHODS:
         report.errors.append(f"Unknown method `{method}`; choose one of {', '.join(METHODS)}.")
         return report
+    stages = {"sft": ["sft"], "rft": ["rft"], "sft+rft": ["sft", "rft"]}[method]
+    checks = [_StageCheck(stage, f"{stage.upper()} stage: " if len(stages) > 1 else "") for stage in stages]
+    columns: dict[str, None] = {}
     try:
-        table = read_source(source, dcfg.split)
+        reader = SourceReader(source, dcfg.split, progress)
+        for chunk in reader.chunks():
+            report.rows += len(chunk.rows)
+            for row in chunk.rows:
+                columns.update(dict.fromkeys(row))
+            if reader.problem_count:
+                continue  # the file itself is broken: only its reading problems are reported
+            for st in checks:
+                st.add(chunk, list(columns), dcfg, tokenizer, report)
+        reader.raise_problems()
     except DataError as err:
+        report.rows, report.columns, report.errors, report.unlisted = 0, [], [], 0
         _add_error(report, err, "")
         return report
-    report.rows, report.columns = len(table.rows), table.columns
-    report.notes += table.notes
-    stages = {"sft": ["sft"], "rft": ["rft"], "sft+rft": ["sft", "rft"]}[method]
-    for stage in stages:
-        label = f"{stage.upper()} stage: " if len(stages) > 1 else ""
-        try:
-            fmt = detect_format(table.columns, stage, dcfg, table.name)
-            records = normalise(table, fmt, stage, dcfg)
-            conv = (to_sft if stage == "sft" else to_rft)(records, tokenizer)
-        except DataError as err:
-            _add_error(report, err, label)
-            continue
-        if not report.format:
-            report.format = fmt
-        report.notes += [label + n for n in records.notes + conv.notes]
-        if tokenizer is None:
-            continue
-        try:
-            stats = token_stats(conv, tokenizer, max_length, table.where, table.name)
-        except DataError as err:
-            _add_error(report, err, label)
-            continue
-        report.lengths = report.lengths or stats
-        report.preview += [preview_row(conv.rows[i], conv.format, tokenizer, stage, table.where(i))
-                           for i in range(min(2, len(conv.rows)))]
+    if not report.rows:
+        _add_error(report, DataError(f"{source} holds no rows. {UPLOAD_HINT}"), "")
+        return report
+    report.columns = list(columns)
+    report.notes += reader.notes
+    for st in checks:
+        if not report.format and st.fmt and not st.failed:
+            report.format = st.fmt
+        report.notes += [st.label + n for n in merge_notes(st.notes)]
+        if st.lengths and not st.failed and report.lengths is None:
+            report.lengths = _stats(st.lengths, st.what, max_length)
+        report.preview += st.preview
     if tokenizer is None:
         report.notes.append("No tokenizer given: token lengths and the preview were skipped.")
     if dcfg.max_rows and report.rows > dcfg.max_rows:
         report.notes.append(f"data.max_rows is {dcfg.max_rows}: training would use {dcfg.max_rows} of the "
                             f"{report.rows} rows.")
-    report.ok = not report.errors
+    report.ok = not report.error_count
     return report
+
+
+class _StageCheck:
+    """What one stage's check keeps while chunks stream by."""
+
+    def __init__(self, stage: str, label: str):
+        self.stage, self.label = stage, label
+        self.fmt = ""
+        self.failed = False  # a row in error: its rows are still checked, but no token lengths are counted
+        self.stopped = False  # a problem with the whole data (no format, no chat template): checks stop
+        self.notes: list[list[str]] = []  # per chunk
+        self.lengths = array("I")
+        self.what = ""
+        self.preview: list[PreviewRow] = []
+
+    def add(self, chunk, columns, dcfg, tokenizer, report) -> None:
+        if self.stopped:
+            return
+        try:
+            if not self.fmt:
+                self.fmt = detect_format(columns, self.stage, dcfg, chunk.name)
+            records = normalise(chunk, self.fmt, self.stage, dcfg)
+            conv = (to_sft if self.stage == "sft" else to_rft)(records, tokenizer)
+        except DataProblems as err:
+            # Later chunks are still checked, so every bad row of the file is counted.
+            self.failed = True
+            _add_error(report, err, self.label)
+            return
+        except DataError as err:
+            self.failed = self.stopped = True
+            _add_error(report, err, self.label)
+            return
+        self.notes.append(records.notes + conv.notes)
+        if tokenizer is None or self.failed:
+            return
+        try:
+            self.lengths.extend(token_lengths(conv, tokenizer, chunk.where, chunk.name))
+        except DataProblems as err:
+            self.failed = True
+            _add_error(report, err, self.label)
+            return
+        self.what = "prompt" if conv.format == "prompt" else "prompt + answer"
+        while len(self.preview) < 2 and len(self.preview) < len(conv.rows):
+            i = len(self.preview)
+            self.preview.append(preview_row(conv.rows[i], conv.format, tokenizer, self.stage, chunk.where(i)))
+
+
+def merge_notes(per_chunk: list[list[str]]) -> list[str]:
+    """One list of notes from the notes of each chunk: the same note from several chunks once, with its counts
+    summed ("3 of 2048 rows ..." + "1 of 1200 rows ..." -> "4 of 3248 rows ..."). Numbers inside `code` are
+    names, not counts."""
+    if len(per_chunk) == 1:
+        return list(per_chunk[0])
+    merged: dict[str, list] = {}
+    for notes in per_chunk:
+        for note in notes:
+            # data_trl says "1 chat has" but "2 chats have": one wording, so both merge.
+            parts = _ONE_CHAT.sub("1 chats have", note).split("`")
+            counts: list[int] = []
+            for i in range(0, len(parts), 2):
+                counts += [int(n) for n in _COUNT.findall(parts[i])]
+                parts[i] = _COUNT.sub("\0", parts[i])
+            key = "`".join(parts)
+            if key in merged:
+                merged[key] = [a + b for a, b in zip(merged[key], counts)]
+            else:
+                merged[key] = counts
+    out = []
+    for key, counts in merged.items():
+        parts, it = key.split("`"), iter(counts)
+        for i in range(0, len(parts), 2):
+            parts[i] = re.sub("\0", lambda _m: str(next(it)), parts[i])
+        out.append(_ONE_CHAT.sub("1 chat has", "`".join(parts)))
+    return out
+
+
+_COUNT = re.compile(r"\d+")
+_ONE_CHAT = re.compile(r"(?<!\d)1 chats? ha(?:s|ve)")
 
 
 def _add_error(report: CheckReport, err: DataError, label: str) -> None:
     if isinstance(err, DataProblems):
-        report.errors += [f"{label}{err.name}: {p}" for p in err.problems]
+        found = [f"{label}{err.name}: {p}" for p in err.problems]
+        unlisted = err.total - len(err.problems)
         report.hint = report.hint or err.advice
     else:
-        report.errors.append(label + str(err))
+        found, unlisted = [label + str(err)], 0
+    room = max(0, KEPT_ERRORS - len(report.errors))
+    report.errors += found[:room]
+    report.unlisted += unlisted + len(found[room:])
 
 
 # ---------------------------------------------------------------- what the tokenizer sees
@@ -187,11 +283,8 @@ TEMPLATE_ADVICE = ("The model's chat template refuses these rows (many templates
                    "user/assistant turns, or allow no system turn). Fix the rows, or choose another model.")
 
 
-def token_stats(conv: Converted, tokenizer, max_length: int, where=lambda i: f"row {i + 1}",
-                name: str = "the data") -> TokenStats | None:
-    """Lengths of every row as TRL will tokenize it; DataProblems naming the rows the template refuses."""
-    if not conv.rows:
-        return None
+def token_lengths(conv: Converted, tokenizer, where=lambda i: f"row {i + 1}", name: str = "the data") -> list[int]:
+    """Length in tokens of every row as TRL will tokenize it; DataProblems naming the rows the template refuses."""
     texts: dict[bool, list[str]] = {True: [], False: []}
     problems = []
     for i, row in enumerate(conv.rows):
@@ -207,11 +300,23 @@ def token_stats(conv: Converted, tokenizer, max_length: int, where=lambda i: f"r
     for special, batch in texts.items():
         if batch:
             lengths += [len(ids) for ids in tokenizer(batch, add_special_tokens=special)["input_ids"]]
-    lengths.sort()
+    return lengths
+
+
+def token_stats(conv: Converted, tokenizer, max_length: int, where=lambda i: f"row {i + 1}",
+                name: str = "the data") -> TokenStats | None:
+    """Statistics of `token_lengths`; None when there are no rows."""
+    if not conv.rows:
+        return None
+    what = "prompt" if conv.format == "prompt" else "prompt + answer"
+    return _stats(token_lengths(conv, tokenizer, where, name), what, max_length)
+
+
+def _stats(lengths, what: str, max_length: int) -> TokenStats:
+    lengths = sorted(lengths)
     p95 = lengths[max(0, math.ceil(0.95 * len(lengths)) - 1)]
-    return TokenStats("prompt" if conv.format == "prompt" else "prompt + answer", lengths[0],
-                      sum(lengths) / len(lengths), p95, lengths[-1], sum(n > max_length for n in lengths),
-                      max_length)
+    return TokenStats(what, lengths[0], sum(lengths) / len(lengths), p95, lengths[-1],
+                      sum(n > max_length for n in lengths), max_length)
 
 
 def preview_row(row: dict, fmt: str, tokenizer, stage: str, where: str) -> PreviewRow:
@@ -287,6 +392,23 @@ def mark(text: str, spans: list[tuple[int, int]]) -> str:
 
 # ---------------------------------------------------------------- the CLI verb
 
+PROGRESS_BYTES = 8 << 20  # files from this size on print their reading progress
+MB = 1 << 20
+
+
+def _progress_printer():
+    """A progress callback printing "read N MB of M MB" to stderr at every tenth of a large file."""
+    shown = [-1]
+
+    def progress(done: int, total: int) -> None:
+        tenth = done * 10 // max(total, 1)
+        if total >= PROGRESS_BYTES and tenth > shown[0]:
+            shown[0] = tenth
+            print(f"read {done / MB:.0f} MB of {total / MB:.0f} MB", file=sys.stderr, flush=True)
+
+    return progress
+
+
 
 def main_check_data(argv: list[str] | None = None) -> int:
     """`check-data FILE --method sft|rft|sft+rft [--model tiny] [--max-length N]`: 0 when usable, 1 when not."""
@@ -317,6 +439,6 @@ def main_check_data(argv: list[str] | None = None) -> int:
             tokenizer = load_tokenizer(args.model)
         except FinetunerError as err:
             print(f"Note: no tokenizer, so no token counts or preview. {err}")
-    report = check_data(args.file, args.method, tokenizer, dcfg, args.max_length)
+    report = check_data(args.file, args.method, tokenizer, dcfg, args.max_length, _progress_printer())
     print(report.text())
     return 0 if report.ok else 1

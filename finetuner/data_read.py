@@ -12,13 +12,11 @@ This module knows nothing about formats (messages, prompt/completion); that is `
 from __future__ import annotations
 
 import codecs
-import csv
-import io
 import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import BinaryIO, Callable, Iterator
 
 from .errors import DataError
 
@@ -27,6 +25,8 @@ EXTENSIONS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "c
 KIND_NAMES = {"jsonl": "JSON Lines", "json": "JSON", "csv": "CSV", "parquet": "Parquet", "hub": "Hugging Face"}
 UPLOAD_HINT = "Upload a .jsonl, .csv, .parquet or .json file."
 SHOWN_PROBLEMS = 5
+KEPT_PROBLEMS = 1000  # listed problems per source; the rest are only counted
+CHUNK_BYTES = 2 << 20  # a chunk of file read and checked at a time: rows take ~5-10x their bytes in Python
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
 
 Progress = Callable[[int, int], None]  # (bytes read so far, total bytes)
@@ -34,12 +34,15 @@ Progress = Callable[[int, int], None]  # (bytes read so far, total bytes)
 
 class DataProblems(DataError):
     """Several located problems in one source. The message shows the first few and counts the rest;
-    `.problems` keeps all of them (each starting with its place, e.g. "line 7: ...") for reports."""
+    `.problems` keeps them (each starting with its place, e.g. "line 7: ...") for reports, and `.total` counts
+    them, also those a reader counted without keeping (past KEPT_PROBLEMS)."""
 
-    def __init__(self, name: str, problems: list[str], advice: str, what: str = "rows"):
+    def __init__(self, name: str, problems: list[str], advice: str, what: str = "rows", total: int = 0):
         self.name, self.problems, self.advice = name, list(problems), advice
-        n = len(problems)
-        places = len({p.split(":", 1)[0] for p in problems})  # a row can have several problems
+        n = max(total, len(problems))  # `total` counts problems beyond the ones listed
+        self.total = n
+        # A row can have several problems; a reader's uncounted ones are one per line.
+        places = len({p.split(":", 1)[0] for p in problems}) if n == len(problems) else n
         shown = "\n".join(f"  - {p}" for p in problems[:SHOWN_PROBLEMS])
         more = f"\n  ... and {n - SHOWN_PROBLEMS} more." if n > SHOWN_PROBLEMS else ""
         noun = what if places != 1 else what.rstrip("s")
@@ -82,35 +85,85 @@ class RawTable:
 
 
 def read_source(source: str, split: str = "train", progress: Progress | None = None) -> RawTable:
-    """Read `source` (a file path, or a Hugging Face dataset id when no such file exists)."""
-    path = Path(source).expanduser()
-    if path.is_dir():
-        raise DataError(f"{source} is a folder, not a data file. {UPLOAD_HINT}")
-    if not path.is_file():
-        if _looks_like_hub_id(source):
-            return _read_hub(source, split)
-        raise DataError(f"Data file {source} does not exist. Check the path (a relative path is read from the "
-                        f"config file's folder) or upload the file again.")
-    size = path.stat().st_size
-    if size == 0:
-        raise DataError(f"{source} is empty. {UPLOAD_HINT}")
-    with open(path, "rb") as fh:
-        head = fh.read(8192)
-    kind, note = _sniff(source, path, head)
-    notes = [note] if note else []
-    if kind == "parquet":
-        table = _read_parquet(source, path)
-    elif kind == "csv":
-        table = _read_csv(source, path)
-    elif kind == "json":
-        table = _read_json(source, path.read_bytes())
-    else:
-        with open(path, "rb") as fh:
-            table = _read_jsonl(source, fh, size, progress)
-    table.notes[:0] = notes
-    if not table.rows:
+    """Read `source` (a file path, or a Hugging Face dataset id when no such file exists) whole."""
+    reader = SourceReader(source, split, progress)
+    rows: list[dict] = []
+    numbers: list[int] = []
+    unit = "row"
+    for chunk in reader.chunks():
+        rows += chunk.rows
+        numbers += chunk.numbers
+        unit = chunk.unit
+    reader.raise_problems()
+    if not rows:
         raise DataError(f"{source} holds no rows. {UPLOAD_HINT}")
-    return table
+    return RawTable(reader.name, reader.kind, rows, numbers, unit, reader.notes)
+
+
+class SourceReader:
+    """One pass over a source in chunks of about `chunk_bytes` of file, so a file of any size is checked in
+    bounded memory. Problems of the reading itself (bad JSON lines, ...) are collected while reading: the first
+    KEPT_PROBLEMS in `problems`, all of them counted in `problem_count`; `raise_problems()` raises them at the
+    end. `notes` is complete once `chunks()` is exhausted. A file under `chunk_bytes` comes in one chunk."""
+
+    def __init__(self, source: str, split: str = "train", progress: Progress | None = None,
+                 chunk_bytes: int | None = None):
+        self.name, self.split, self.progress = source, split, progress
+        self.chunk_bytes = chunk_bytes or CHUNK_BYTES
+        self.notes: list[str] = []
+        self.problems: list[str] = []
+        self.problem_count = 0
+        self.advice = ""
+        path = Path(source).expanduser()
+        self.path, self.size = path, 0
+        if path.is_dir():
+            raise DataError(f"{source} is a folder, not a data file. {UPLOAD_HINT}")
+        if not path.is_file():
+            if _looks_like_hub_id(source):
+                self.kind = "hub"
+                return
+            raise DataError(f"Data file {source} does not exist. Check the path (a relative path is read from the "
+                            f"config file's folder) or upload the file again.")
+        self.size = path.stat().st_size
+        if self.size == 0:
+            raise DataError(f"{source} is empty. {UPLOAD_HINT}")
+        with open(path, "rb") as fh:
+            head = fh.read(8192)
+        self.kind, note = _sniff(source, path, head)
+        if note:
+            self.notes.append(note)
+
+    def problem(self, text: str) -> None:
+        self.problem_count += 1
+        if len(self.problems) < KEPT_PROBLEMS:
+            self.problems.append(text)
+
+    def raise_problems(self) -> None:
+        if self.problem_count:
+            raise DataProblems(self.name, self.problems, self.advice, "lines" if self.kind != "json" else "rows",
+                               total=self.problem_count)
+
+    def report(self, done: int) -> None:
+        if self.progress is not None:
+            self.progress(done, self.size)
+
+    def chunks(self) -> Iterator[RawTable]:
+        if self.kind == "hub":
+            table = _read_hub(self.name, self.split)
+            self.notes += table.notes
+            yield table
+        elif self.kind == "parquet":
+            yield from _parquet_chunks(self)
+        elif self.kind == "csv":
+            from .data_csv import csv_chunks
+
+            yield from csv_chunks(self)
+        elif self.kind == "json":
+            yield from _json_chunks(self)
+        else:
+            with open(self.path, "rb") as fh:
+                yield from _jsonl_chunks(self, fh)
+        self.report(self.size)
 
 
 # ---------------------------------------------------------------- telling the type
@@ -176,41 +229,39 @@ def _looks_like_csv_header(line: str) -> bool:
 # ---------------------------------------------------------------- readers
 
 
-def _utf8_problem(name: str, data: bytes, err: UnicodeDecodeError) -> str:
-    line = data[:err.start].count(b"\n") + 1
-    return (f"{name}: line {line} is not UTF-8 text (byte 0x{data[err.start]:02x} at byte offset {err.start}). "
-            f"Save the file as UTF-8 (in most editors: Save As, encoding UTF-8) and upload it again.")
-
-
-def _decode_whole(name: str, data: bytes) -> str:
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as err:
-        raise DataError(_utf8_problem(name, data, err)) from None
+def _utf8_problem(name: str, line: int, raw: bytes, err: UnicodeDecodeError, offset: int) -> str:
+    return (f"{name}: line {line} is not UTF-8 text (byte 0x{raw[err.start]:02x} at byte offset "
+            f"{offset + err.start}). Save the file as UTF-8 (in most editors: Save As, encoding UTF-8) and upload "
+            f"it again.")
 
 
 JSONL_ADVICE = ('Each line must be one JSON object, such as {"prompt": "2+2=", "completion": "4"}. Fix those '
                 'lines and load the file again.')
 
 
-def _read_jsonl(name: str, fh: BinaryIO, size: int, progress: Progress | None = None) -> RawTable:
+def _jsonl_chunks(reader: SourceReader, fh: BinaryIO) -> Iterator[RawTable]:
     """Line by line from a binary file, so errors carry line numbers and the file is read once."""
+    reader.advice = JSONL_ADVICE
     rows: list[dict] = []
     lines: list[int] = []
-    problems: list[str] = []
     blank = 0
-    offset = 0
+    offset = pending = 0
     for lineno, raw in enumerate(fh, 1):
         start, offset = offset, offset + len(raw)
-        if progress is not None and lineno % 4096 == 0:
-            progress(offset, size)
+        pending += len(raw)
+        if pending >= reader.chunk_bytes:
+            reader.report(offset)
+            if rows:
+                yield RawTable(reader.name, "jsonl", rows, lines, "line")
+                rows, lines = [], []
+            pending = 0
         if lineno == 1 and raw.startswith(codecs.BOM_UTF8):
             raw, start = raw[3:], start + 3
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as err:
-            problems.append(f"line {lineno}: not UTF-8 text (byte 0x{raw[err.start]:02x} at byte offset "
-                            f"{start + err.start}); save the file as UTF-8")
+            reader.problem(f"line {lineno}: not UTF-8 text (byte 0x{raw[err.start]:02x} at byte offset "
+                           f"{start + err.start}); save the file as UTF-8")
             continue
         if not text.strip():
             blank += 1
@@ -220,22 +271,23 @@ def _read_jsonl(name: str, fh: BinaryIO, size: int, progress: Progress | None = 
             obj = json.loads(text.rstrip("\r\n"))
         except json.JSONDecodeError as err:
             if lineno == 1 and text.lstrip().startswith("{"):
-                whole = _try_one_document(name, fh)
+                whole = _try_one_document(reader.name, fh)
                 if whole is not None:
-                    return whole
-            problems.append(f"line {lineno}: bad JSON: {err.msg} (column {err.colno})")
+                    reader.kind = "json"
+                    reader.notes += whole.notes
+                    yield whole
+                    return
+            reader.problem(f"line {lineno}: bad JSON: {err.msg} (column {err.colno})")
             continue
         if not isinstance(obj, dict):
-            problems.append(f"line {lineno}: a JSON {_json_type(obj)}, but each line must be an object {{...}}")
+            reader.problem(f"line {lineno}: a JSON {_json_type(obj)}, but each line must be an object {{...}}")
             continue
         rows.append(obj)
         lines.append(lineno)
-    if progress is not None:
-        progress(size, size)
-    if problems:
-        raise DataProblems(name, problems, JSONL_ADVICE, what="lines")
-    notes = [f"Skipped {blank} blank line{'s' if blank != 1 else ''}."] if blank else []
-    return RawTable(name, "jsonl", rows, lines, "line", notes)
+    if rows:
+        yield RawTable(reader.name, "jsonl", rows, lines, "line")
+    if blank:
+        reader.notes.append(f"Skipped {blank} blank line{'s' if blank != 1 else ''}.")
 
 
 def _try_one_document(name: str, fh: BinaryIO) -> RawTable | None:
@@ -252,19 +304,33 @@ def _try_one_document(name: str, fh: BinaryIO) -> RawTable | None:
     return table
 
 
-def _read_json(name: str, data: bytes) -> RawTable:
-    text = _decode_whole(name, data)
+def _json_chunks(reader: SourceReader) -> Iterator[RawTable]:
+    """A JSON document is parsed whole (the standard library cannot stream it); JSON Lines under a .json name is
+    streamed like any JSON Lines file."""
+    name = reader.name
+    data = reader.path.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = data[:err.start].count(b"\n") + 1
+        raise DataError(_utf8_problem(name, line, data, err, 0)) from None
     try:
         obj = json.loads(text)
     except json.JSONDecodeError as err:
         if err.msg == "Extra data" and text.lstrip().startswith("{"):
             # Several objects one after another: JSON Lines under a .json name.
-            table = _read_jsonl(name, io.BytesIO(data), len(data))
-            table.notes.insert(0, f"{name} holds one JSON object per line (JSON Lines); read it as JSON Lines.")
-            return table
+            del data, text
+            reader.kind = "jsonl"
+            reader.notes.append(f"{name} holds one JSON object per line (JSON Lines); read it as JSON Lines.")
+            with open(reader.path, "rb") as fh:
+                yield from _jsonl_chunks(reader, fh)
+            return
         raise DataError(f"{name}: bad JSON at line {err.lineno}, column {err.colno}: {err.msg}. Fix it there, or "
                         f"save the data as JSON Lines (one object per line) so each bad row is named.") from None
-    return _rows_from_json(name, obj)
+    del data, text
+    table = _rows_from_json(name, obj)
+    reader.notes += table.notes
+    yield table
 
 
 def _rows_from_json(name: str, obj) -> RawTable:
@@ -291,91 +357,25 @@ def _json_type(obj) -> str:
             type(None): "null", dict: "object"}.get(type(obj), type(obj).__name__)
 
 
-CSV_ADVICE = ("Each row needs one value per header column; quote values that contain the separator or line "
-              "breaks (\"like, this\"). Fix those rows and load the file again.")
-
-
-def _read_csv(name: str, path: Path) -> RawTable:
-    data = path.read_bytes()
-    text = _decode_whole(name, data)
-    delimiter = "\t" if path.suffix.lower() == ".tsv" else _sniff_delimiter(text)
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
-    try:
-        header = next(reader, None)
-        while header is not None and not any(c.strip() for c in header):
-            header = next(reader, None)
-        if header is None:
-            raise DataError(f"{name} is empty. {UPLOAD_HINT}")
-        header = [h.strip() for h in header]
-        _check_header(name, header)
-        rows, lines, problems, blank = [], [], [], 0
-        end = reader.line_num
-        for record in reader:
-            start, end = end + 1, reader.line_num
-            if not any(c.strip() for c in record):
-                blank += 1
-                continue
-            if len(record) != len(header):
-                problems.append(f"line {start}: {len(record)} values, but the header has {len(header)} columns")
-                continue
-            rows.append(dict(zip(header, record)))
-            lines.append(start)
-    except csv.Error as err:
-        raise DataError(f"{name}: CSV cannot be parsed near line {reader.line_num}: {err}. {CSV_ADVICE}") from None
-    if problems:
-        raise DataProblems(name, problems, CSV_ADVICE)
-    if not rows:
-        raise DataError(f"{name} has a header ({', '.join(header)}) but no rows. Add rows under the header.")
-    notes = []
-    if delimiter not in (",", "\x1f"):
-        notes.append(f"{name}: values are separated by {_DELIM_NAMES.get(delimiter, repr(delimiter))}.")
-    if blank:
-        notes.append(f"Skipped {blank} empty row{'s' if blank != 1 else ''} in {name}.")
-    unnamed = [h for h in header if not h]
-    if unnamed:
-        # Spreadsheets often export a trailing empty column; it carries no data, so say so and drop it.
-        if all(not row.get("", "").strip() for row in rows):
-            for row in rows:
-                row.pop("", None)
-            notes.append(f"Dropped an empty column without a header name in {name}.")
-        else:
-            raise DataError(f"{name}: a header column has no name but holds values. Name it in the first row.")
-    return RawTable(name, "csv", rows, lines, "line", notes)
-
-
-_DELIM_NAMES = {";": "semicolons", "\t": "tabs", "|": "vertical bars", ",": "commas"}
-
-
-def _sniff_delimiter(text: str) -> str:
-    """The separator the header line uses. Column names rarely hold separators, while values often hold commas,
-    so the header is a surer guide than csv.Sniffer's vote over all lines."""
-    header = text.lstrip("\r\n").split("\n", 1)[0]
-    counts = {d: header.count(d) for d in (",", ";", "\t", "|")}
-    best = max(counts, key=counts.get)
-    if counts[best]:
-        return best
-    # One column: no separator at all, so commas in its values stay text (quoting still works).
-    return "\x1f"
-
-
-def _check_header(name: str, header: list[str]) -> None:
-    named = [h for h in header if h]
-    dupes = sorted({h for h in named if named.count(h) > 1})
-    if dupes:
-        raise DataError(f"{name}: the header names column {', '.join(f'`{d}`' for d in dupes)} more than once. "
-                        f"Give every column a distinct name in the first row.")
-
-
-def _read_parquet(name: str, path: Path) -> RawTable:
+def _parquet_chunks(reader: SourceReader) -> Iterator[RawTable]:
+    """Record batches, so a large file never sits in memory whole."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    name = reader.name
     try:
-        table = pq.read_table(path)
+        pf = pq.ParquetFile(reader.path)
+        total, done = pf.metadata.num_rows, 0
+        # Batches of about chunk_bytes of the file, judged by the file's bytes per row.
+        batch = max(64, int(reader.chunk_bytes * max(total, 1) / max(reader.size, 1)))
+        for rb in pf.iter_batches(batch_size=batch):
+            rows = rb.to_pylist()
+            yield RawTable(name, "parquet", rows, list(range(done + 1, done + len(rows) + 1)))
+            done += len(rows)
+            reader.report(int(reader.size * done / max(total, 1)))
     except (pa.ArrowException, OSError) as err:
         raise DataError(f"{name} cannot be read as Parquet ({err}). Export it again, or save it as JSON Lines "
                         f"or CSV.") from None
-    return RawTable(name, "parquet", table.to_pylist())
 
 
 def _read_hub(dataset_id: str, split: str) -> RawTable:

@@ -2,144 +2,72 @@
 
     est = estimate(None, cfg)            # the model's shape from its config.json, or the table of known models
     est.total_gb, est.parts, est.verdict, est.advice      # verdict: "fits" | "tight" | "will-not-fit"
+    est.allocated_gb                     # the part torch's allocator sees: compare with torch.cuda.max_memory_allocated
     cost = rft_cost(cfg, params)         # rollouts, tokens and (rough) seconds per RFT step
 
-The formula, in bytes (GB = 1024**3 bytes). P = parameters, L layers, h hidden, i MLP width, V vocabulary,
-q = heads x head_dim, kv = key/value heads x head_dim; b = 2 bytes for activations on a GPU (bf16), 4 on CPU (fp32):
+The run is the one train.py will launch: the optimizer, checkpointing and generation engine come from
+gpu_defaults.py (paged 8-bit AdamW, checkpointing on, vLLM when installed, on CUDA). Every term, its formula and
+the source of each constant, with a worked example: docs/memory.md. In bytes (GB = 1024**3); P parameters, L
+layers, h hidden, i MLP width, V vocabulary, q = heads x head_dim, kv = key/value heads x head_dim; b = 2 for
+activations on a GPU (bf16/fp16), 4 on CPU (fp32); B micro-batch, S sequence, C completion, G rollouts generated
+together (rft.batch_size x rft.grad_accum):
 
-  weights      P_linear x w + P_embed x e. w = 0.5 x (1 + 1/32) for 4-bit NF4 (the double-quantised block
-               constants add about 1/32), 2 for bf16, 4 for fp32 (CPU). e = 2 on GPU, 4 on CPU: bitsandbytes
-               keeps embeddings, lm_head and norms in 16 bits.
-  adapter      A x 16: the LoRA parameters A = sum over targeted linears of r x (in + out) (+ out for DoRA's
-               magnitudes), each with an fp32 weight (4), its gradient (4) and AdamW's two fp32 states (8).
-  activations  B x S x c x b per stage, where one layer keeps c = 6h + 2q + 2kv + 4i values per token for
-               backward (norm inputs and outputs, q, k, v, attention output, gate, up, act, product). Without
-               checkpointing every layer keeps them: c x L. With checkpointing (always on for GPUs) only each
-               layer's input is kept and one layer is recomputed at a time: L x h + c. Attention scores are not
-               counted: GPUs use memory-efficient attention kernels.
-  logits       B x T x V x 4 x 2: fp32 logits and their gradient. SFT: T = S. RFT: T = completion length (TRL
-               keeps only the completion's logits); beta > 0 adds the reference model's logits (x 1 more).
-  KV cache     RFT generation: G x (prompt + completion) x L x 2 x kv x b, G = rft.batch_size x
-               rft.grad_accum completions generated together (TRL generates a whole accumulation round at once).
-  runtime      0.8 GB for the CUDA context and the allocator's reserve (0.5 GB of Python and torch on CPU).
+  weights        P_linear x w + P_embed x e. 4-bit NF4 with double quantization w = (4 + 8/64 + 32/(64x256)) / 8
+                 (QLoRA paper, section 2); bf16/fp16 w = 2; fp32 w = 4 (CPU). Embeddings, norms (and an untied
+                 lm_head) stay 16-bit under 4-bit loading: e = 2 (e = w without quantization).
+  adapter        A x 8: the LoRA parameters A = layers x sum over targeted linears of r x (in + out) (+ out for
+                 DoRA), fp32 weights (PEFT upcasts adapters) and fp32 gradients.
+  optimizer      AdamW: 8 bytes per adapter parameter (two fp32 states). 8-bit AdamW (bitsandbytes): 2 + 8/256
+                 per parameter of tensors with >= 4096 elements (two uint8 states + an fp32 absmax per 256-block),
+                 8 for smaller ones. Paged: tensors >= 1e5 elements live in CUDA unified memory, outside torch's
+                 allocator (they count for the fit, not for max_memory_allocated).
+  activations    B x S x c x b per layer kept, c = 6h + 2q + 2kv + 4i values per token (norm inputs and outputs,
+                 q, k, v, attention output, gate, up, act, product) + LoRA dropout's copies (in x (b + 1) bytes per
+                 targeted linear when adapter.dropout > 0). Without checkpointing: L x c. With it: L x h (each
+                 layer's input) + c (the layer being recomputed). Attention scores are not counted (SDPA kernels).
+  logits         the loss on N tokens (SFT: B x S; RFT: B x C on CUDA, B x S on CPU). Chunked (TRL's fused LM head,
+                 always on in the pinned TRL): one min(N, 4096) x min(V, 32768) tile x b + the fp32 hidden
+                 gradient N x h x 4 + N x 32 of per-token statistics. Unchunked: N x V x 4 x 2 (fp32 logits and
+                 their gradient).
+  KV cache       RFT with transformers' generate: 2 x L x kv x (prompt + C) x G x b; plus the sampling logits
+                 G x V x 4 x 2 and one prefill layer's MLP G x prompt x (h + 2i) x b.
+  reference      rft.beta > 0 with a PEFT model: the base model with the adapter disabled, no copy (0 bytes kept).
+  vLLM           colocated: rft.vllm_gpu_memory_utilization x the GPU's memory (its weights and KV cache), and no
+                 transformers KV cache; server mode: nothing on this GPU.
+  CUDA context   0.5 GB outside the allocator (driver, kernels; lazy module loading); CPU: 0.5 GB of Python and torch.
+  workspaces     cuBLAS + cuBLASLt: 2 x 32 MiB on Hopper and newer, 2 x 8.125 MiB before (torch's defaults); 4-bit:
+                 one dequantized linear (in x out x 2).
 
-  total = weights + adapter + runtime + the largest stage peak, where a stage's peak is activations + logits
-  (SFT), or the larger of activations + logits and KV cache + generation logits (RFT).
+  total = weights + adapter + optimizer + CUDA context + workspaces + vLLM + the largest stage peak, where a
+  stage's peak is activations + logits (SFT), or the larger of that and the generation terms (RFT).
   verdict: fits when total <= 85% of the memory, tight up to 100%, will-not-fit above.
 
-It is an estimate (typically within 20-30%): allocator fragmentation, TRL's own buffers and long-tail rows move it.
+It is an estimate: allocator fragmentation, TRL's own buffers and long-tail rows move it (scripts/gpu_check.py
+measures it against torch.cuda.max_memory_allocated).
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
+
+from .model_shapes import KNOWN, Arch, arch_for, arch_from_config, nearest_known  # noqa: F401 - re-exported
 
 GB = 1024 ** 3
-FOUR_BIT = 0.5 * (1 + 1 / 32)
+MIB = 1024 ** 2
+# NF4 with double quantization: 4 bits + an 8-bit absmax per 64 weights + an fp32 constant per 256 absmax blocks
+# (Dettmers et al. 2023, QLoRA, section 2: 0.127 bits of constants per parameter).
+FOUR_BIT = (4 + 8 / 64 + 32 / (64 * 256)) / 8
+CUDA_CONTEXT = 0.5 * GB  # driver context + loaded kernels, outside torch's allocator
+CPU_RUNTIME = 0.5 * GB  # Python, torch and the libraries in RAM
+# torch's default cuBLAS workspace, one for cuBLAS and one for cuBLASLt (NVIDIA's cublasSetWorkspace advice).
+WORKSPACE_HOPPER, WORKSPACE_OLDER = 2 * 32 * MIB, 2 * (8 * MIB + 128 * 1024)
+# trl.kernels.chunked_logprob.TOKEN_CHUNK_SIZE and trl.trainer.utils._CHUNKED_LOGPROB_CHUNK_SIZE (TRL 1.16)
+LOGPROB_TOKEN_TILE, LOGPROB_VOCAB_TILE = 4096, 32768
+# bitsandbytes' 8-bit optimizers: 8-bit states from this many elements, fp32 absmax per block, paging threshold
+EIGHT_BIT_MIN, EIGHT_BIT_BLOCK, PAGED_MIN = 4096, 256, 100_000
 FITS, TIGHT = 0.85, 1.0
-
-
-@dataclass(frozen=True)
-class Arch:
-    """A decoder's shape, as in its config.json."""
-
-    layers: int
-    hidden: int
-    intermediate: int
-    heads: int
-    kv_heads: int
-    head_dim: int
-    vocab: int
-    tied: bool = True
-
-    @property
-    def q_dim(self) -> int:
-        return self.heads * self.head_dim
-
-    @property
-    def kv_dim(self) -> int:
-        return self.kv_heads * self.head_dim
-
-    def linears(self) -> dict[str, tuple[int, int]]:
-        """(in, out) of each linear layer in one block, by the module names PEFT targets."""
-        h, i = self.hidden, self.intermediate
-        return {"q_proj": (h, self.q_dim), "k_proj": (h, self.kv_dim), "v_proj": (h, self.kv_dim),
-                "o_proj": (self.q_dim, h), "gate_proj": (h, i), "up_proj": (h, i), "down_proj": (i, h)}
-
-    @property
-    def linear_params(self) -> int:
-        return self.layers * sum(a * b for a, b in self.linears().values())
-
-    @property
-    def embed_params(self) -> int:
-        """Embeddings, lm_head (when not tied) and norms: what stays 16-bit under 4-bit loading."""
-        return self.vocab * self.hidden * (1 if self.tied else 2) + self.hidden * (2 * self.layers + 1)
-
-    @property
-    def params(self) -> int:
-        return self.linear_params + self.embed_params
-
-
-# Shapes of the models the Train tab recommends, so the estimate works offline for them.
-KNOWN: dict[str, Arch] = {
-    "Qwen/Qwen2.5-0.5B-Instruct": Arch(24, 896, 4864, 14, 2, 64, 151936, True),
-    "Qwen/Qwen2.5-1.5B-Instruct": Arch(28, 1536, 8960, 12, 2, 128, 151936, True),
-    "Qwen/Qwen2.5-3B-Instruct": Arch(36, 2048, 11008, 16, 2, 128, 151936, True),
-    "Qwen/Qwen2.5-7B-Instruct": Arch(28, 3584, 18944, 28, 4, 128, 152064, False),
-    "Qwen/Qwen3-0.6B": Arch(28, 1024, 3072, 16, 8, 128, 151936, True),
-    "Qwen/Qwen3-1.7B": Arch(28, 2048, 6144, 16, 8, 128, 151936, True),
-    "Qwen/Qwen3-4B": Arch(36, 2560, 9728, 32, 8, 128, 151936, True),
-    "Qwen/Qwen3-8B": Arch(36, 4096, 12288, 32, 8, 128, 151936, False),
-    "meta-llama/Llama-3.2-1B-Instruct": Arch(16, 2048, 8192, 32, 8, 64, 128256, True),
-    "meta-llama/Llama-3.2-3B-Instruct": Arch(28, 3072, 8192, 24, 8, 128, 128256, True),
-    "meta-llama/Llama-3.1-8B-Instruct": Arch(32, 4096, 14336, 32, 8, 128, 128256, False),
-    "mistralai/Mistral-7B-Instruct-v0.3": Arch(32, 4096, 14336, 32, 8, 128, 32768, False),
-}
-
-
-def arch_from_config(config: dict) -> Arch:
-    c = config.get("text_config") or config  # multimodal configs nest the language model's shape
-    heads = int(c["num_attention_heads"])
-    hidden = int(c["hidden_size"])
-    return Arch(int(c["num_hidden_layers"]), hidden, int(c.get("intermediate_size") or 4 * hidden), heads,
-                int(c.get("num_key_value_heads") or heads), int(c.get("head_dim") or hidden // heads),
-                int(c["vocab_size"]), bool(c.get("tie_word_embeddings", False)))
-
-
-def arch_for(name: str) -> tuple[Arch | None, str]:
-    """(shape, where it came from) for `tiny`, a local folder, a Hub id in the local cache, or a known id."""
-    from .models import resolve_model_path
-
-    try:
-        path = Path(resolve_model_path(name)).expanduser()
-    except Exception:  # noqa: BLE001 - an incomplete tiny model: fall through to "unknown"
-        path = Path(name)
-    config_file = path / "config.json" if path.is_dir() else None
-    if config_file is None and "/" in name and not path.exists():
-        try:
-            from huggingface_hub import try_to_load_from_cache
-
-            cached = try_to_load_from_cache(name, "config.json")
-            config_file = Path(cached) if isinstance(cached, str) else None
-        except Exception:  # noqa: BLE001 - no cache is the same as not cached
-            config_file = None
-    if config_file is not None and config_file.is_file():
-        try:
-            return arch_from_config(json.loads(config_file.read_text(encoding="utf-8"))), "its config.json"
-        except (KeyError, ValueError, TypeError):
-            pass
-    for key, arch in KNOWN.items():
-        if key.lower() == name.lower() or key.split("/")[-1].lower() == name.split("/")[-1].lower():
-            return arch, f"the table of known models ({key})"
-    return None, ""
-
-
-def nearest_known(params: int) -> tuple[str, Arch]:
-    return min(KNOWN.items(), key=lambda kv: abs(math.log(kv[1].params / max(params, 1))))
 
 
 def detect_memory() -> tuple[str, float, str]:
@@ -169,19 +97,39 @@ class Estimate:
     device: str  # cuda | cpu: what the run is planned for
     params: int
     notes: list[str] = field(default_factory=list)  # where the shape came from, assumptions
+    outside_allocator_gb: float = 0.0  # CUDA context and paged optimizer states: not in max_memory_allocated
+    setup: dict = field(default_factory=dict)  # optim, checkpointing, vllm, chunked_loss, quantization
+
+    @property
+    def allocated_gb(self) -> float:
+        """What torch.cuda.max_memory_allocated should read at the peak."""
+        return self.total_gb - self.outside_allocator_gb
 
 
 def adapter_params(arch: Arch, r: int, targets: str, kind: str = "lora") -> tuple[int, list[str]]:
     """LoRA parameters over the targeted linears (and unknown target names, to report)."""
+    shapes, unknown = adapter_tensors(arch, r, targets, kind)
+    return arch.layers * sum(shapes), unknown
+
+
+def _targets(arch: Arch, targets: str) -> tuple[list[str], list[str]]:
     linears = arch.linears()
     wanted = [t.strip() for t in targets.split(",") if t.strip()]
     if not wanted or wanted == ["all-linear"]:
         wanted = list(linears)
     unknown = [t for t in wanted if t not in linears]
-    chosen = [t for t in wanted if t in linears] or list(linears)
-    per_layer = sum(r * (linears[t][0] + linears[t][1]) + (linears[t][1] if kind == "dora" else 0)
-                    for t in chosen)
-    return arch.layers * per_layer, unknown
+    return [t for t in wanted if t in linears] or list(linears), unknown
+
+
+def adapter_tensors(arch: Arch, r: int, targets: str, kind: str = "lora") -> tuple[list[int], list[str]]:
+    """Element counts of one layer's adapter tensors (A, B, and DoRA's magnitude), and unknown target names."""
+    linears = arch.linears()
+    chosen, unknown = _targets(arch, targets)
+    sizes = []
+    for t in chosen:
+        fan_in, fan_out = linears[t]
+        sizes += [r * fan_in, fan_out * r] + ([fan_out] if kind == "dora" else [])
+    return sizes, unknown
 
 
 def _weights_bytes(params: int, embed: int, quant: str, device: str) -> float:
@@ -192,10 +140,54 @@ def _weights_bytes(params: int, embed: int, quant: str, device: str) -> float:
     return params * per
 
 
-def _activations(arch: Arch, batch: int, seq: int, b: int, checkpointing: bool) -> float:
-    per_layer = 6 * arch.hidden + 2 * arch.q_dim + 2 * arch.kv_dim + 4 * arch.intermediate
-    kept = arch.layers * arch.hidden + per_layer if checkpointing else arch.layers * per_layer
-    return batch * seq * kept * b
+def optimizer_bytes(sizes: list[int], layers: int, optim: str) -> tuple[float, float]:
+    """(bytes of optimizer states, of which paged to unified memory) for adapter tensors of `sizes` per layer."""
+    total = paged = 0.0
+    for n in sizes:
+        if optim in ("paged_adamw_8bit", "adamw_8bit") and n >= EIGHT_BIT_MIN:
+            per = n * 2 + 2 * 4 * math.ceil(n / EIGHT_BIT_BLOCK)
+        else:
+            per = n * 8
+        total += per * layers
+        if optim.startswith("paged_") and n >= PAGED_MIN:
+            paged += per * layers
+    return total, paged
+
+
+def _activations(arch: Arch, batch: int, seq: int, b: int, checkpointing: bool, lora_in: int = 0) -> float:
+    """`lora_in`: summed input widths of the linears whose LoRA dropout copies its input (0 without dropout)."""
+    per_layer = (6 * arch.hidden + 2 * arch.q_dim + 2 * arch.kv_dim + 4 * arch.intermediate) * b + lora_in * (b + 1)
+    kept = arch.layers * arch.hidden * b + per_layer if checkpointing else arch.layers * per_layer
+    return batch * seq * kept
+
+
+def loss_bytes(arch: Arch, tokens: int, b: int, chunked: bool) -> float:
+    """The LM head and loss over `tokens` positions (see the module docstring, `logits`)."""
+    if not chunked:
+        return tokens * arch.vocab * 4 * 2
+    tile = min(tokens, LOGPROB_TOKEN_TILE) * min(arch.vocab, LOGPROB_VOCAB_TILE) * b
+    return tile + tokens * arch.hidden * 4 + tokens * 32
+
+
+def generation_bytes(arch: Arch, rollouts: int, prompt: int, completion: int, b: int) -> tuple[float, float]:
+    """(KV cache, sampling logits + one prefill layer's MLP) of transformers' generate for `rollouts` at once."""
+    kv = 2 * arch.layers * arch.kv_dim * (prompt + completion) * rollouts * b
+    other = rollouts * arch.vocab * 4 * 2 + rollouts * prompt * (arch.hidden + 2 * arch.intermediate) * b
+    return kv, other
+
+
+def workspace_bytes(capability: tuple[int, int] | None) -> float:
+    """torch's cuBLAS and cuBLASLt workspaces: 32 MiB each on Hopper (compute capability 9) and newer."""
+    return WORKSPACE_HOPPER if capability and capability[0] >= 9 else WORKSPACE_OLDER
+
+
+def _cuda_capability() -> tuple[int, int] | None:
+    try:
+        import torch
+
+        return tuple(torch.cuda.get_device_capability(0)) if torch.cuda.is_available() else None
+    except Exception:  # noqa: BLE001 - no CUDA torch: plan for a pre-Hopper consumer GPU
+        return None
 
 
 def resolve_quantization(quantization: str, device: str) -> str:
@@ -205,11 +197,36 @@ def resolve_quantization(quantization: str, device: str) -> str:
     return "full"
 
 
+def run_setup(cfg, device: str, notes: list[str]) -> dict:
+    """The optimizer, checkpointing and generation engine train.py will use for `cfg` on `device`."""
+    from . import gpu_defaults as g
+    from .errors import ConfigError
+
+    train = getattr(cfg, "train", None)
+    try:
+        optim = g.resolve_optim(train.optim if train else "auto", device)[0]
+    except ConfigError as err:
+        optim = g.ADAMW
+        notes.append(f"{err} Estimated with AdamW.")
+    checkpointing = g.resolve_checkpointing(train.gradient_checkpointing if train else "auto", device)
+    vllm = None
+    if "rft" in cfg.stages:
+        try:
+            vllm = g.resolve_vllm(cfg.rft, device)[0]
+        except ConfigError as err:
+            vllm = cfg.rft.use_vllm
+            notes.append(f"{err} Estimated as if it were.")
+    return {"optim": optim, "checkpointing": checkpointing, "vllm": vllm, "chunked_loss": True}
+
+
 def estimate(model_params: int | None, cfg, *, arch: Arch | None = None, capacity_gb: float | None = None,
-             device: str | None = None, prompt_tokens: int | None = None, seq_tokens: int | None = None) -> Estimate:
+             device: str | None = None, prompt_tokens: int | None = None, seq_tokens: int | None = None,
+             setup: dict | None = None, cuda_capability: tuple[int, int] | None = None) -> Estimate:
     """Peak memory of `cfg` (a RunConfig). `model_params` overrides the count from the model's shape;
     `capacity_gb`/`device` default to the detected GPU (or RAM on CPU); `prompt_tokens` (RFT prompts) and
-    `seq_tokens` (longest SFT row) come from the data check when known, else `model.max_length` bounds them."""
+    `seq_tokens` (longest SFT row) come from the data check when known, else `model.max_length` bounds them.
+    `setup` overrides any of run_setup's choices (optim, checkpointing, vllm, chunked_loss); `cuda_capability`
+    (major, minor) sizes the cuBLAS workspaces (default: this machine's GPU, else a pre-Hopper one)."""
     from .errors import ModelError
 
     notes: list[str] = []
@@ -228,39 +245,63 @@ def estimate(model_params: int | None, cfg, *, arch: Arch | None = None, capacit
         found_device, found_gb, _ = detect_memory()
         device = device or found_device
         capacity_gb = capacity_gb or found_gb
-    b = 2 if device == "cuda" else 4
-    checkpointing = device == "cuda"  # train.py turns it on for every CUDA run and off on CPU
+        if device == "cuda" and cuda_capability is None:
+            cuda_capability = _cuda_capability()
+    setup = {**run_setup(cfg, device, notes), **(setup or {})}
+    cuda = device == "cuda"
+    b = 2 if cuda else 4
     quant = resolve_quantization(cfg.model.quantization, device)
+    setup["quantization"] = quant
     embed = min(params, arch.embed_params)
     parts = {"weights": _weights_bytes(params, embed, quant, device)}
-    n_adapter, unknown = adapter_params(arch, cfg.adapter.r, cfg.adapter.target_modules, cfg.adapter.type)
+    sizes, unknown = adapter_tensors(arch, cfg.adapter.r, cfg.adapter.target_modules, cfg.adapter.type)
     if unknown:
         notes.append(f"Target modules {', '.join(unknown)} are not Llama-style names; counted as all-linear.")
-    parts["adapter + optimizer"] = n_adapter * 16
-    parts["runtime"] = 0.8 * GB if device == "cuda" else 0.5 * GB
+    parts["LoRA adapter + gradients"] = arch.layers * sum(sizes) * 8
+    opt_total, opt_paged = optimizer_bytes(sizes, arch.layers, setup["optim"])
+    parts[f"optimizer states ({setup['optim']})"] = opt_total
+    parts["CUDA context" if cuda else "runtime (Python, torch)"] = CUDA_CONTEXT if cuda else CPU_RUNTIME
+    if cuda:
+        largest = max(a * c for a, c in arch.linears().values())
+        parts["workspaces (cuBLAS, 4-bit dequant)"] = (workspace_bytes(cuda_capability)
+                                                       + (largest * 2 if quant == "4bit" else 0))
+    if setup["vllm"] == "colocate":
+        parts["vLLM (colocated)"] = cfg.rft.vllm_gpu_memory_utilization * capacity_gb * GB
+    linears = arch.linears()
+    chosen, _ = _targets(arch, cfg.adapter.target_modules)
+    lora_in = sum(linears[t][0] for t in chosen) if cfg.adapter.dropout > 0 else 0
+    ckpt, chunked = setup["checkpointing"], setup["chunked_loss"]
     max_len = cfg.model.max_length
     peaks = {}
     if "sft" in cfg.stages:
         s, seq = cfg.sft, min(max_len, seq_tokens or max_len)
-        parts["SFT activations"] = _activations(arch, s.batch_size, seq, b, checkpointing)
-        parts["SFT logits"] = s.batch_size * seq * arch.vocab * 4 * 2
-        peaks["sft"] = parts["SFT activations"] + parts["SFT logits"]
+        parts["SFT activations"] = _activations(arch, s.batch_size, seq, b, ckpt, lora_in)
+        parts["SFT logits (loss)"] = loss_bytes(arch, s.batch_size * seq, b, chunked)
+        peaks["sft"] = parts["SFT activations"] + parts["SFT logits (loss)"]
     if "rft" in cfg.stages:
         r = cfg.rft
         prompt = min(max_len, prompt_tokens or max_len)
         seq, comp = prompt + r.max_completion_length, r.max_completion_length
-        parts["RFT activations"] = _activations(arch, r.batch_size, seq, b, checkpointing)
-        parts["RFT logits"] = r.batch_size * comp * arch.vocab * 4 * (2 + (1 if r.beta > 0 else 0))
-        gen = r.batch_size * r.grad_accum
-        parts["RFT KV cache (generation)"] = gen * seq * arch.layers * 2 * arch.kv_dim * b
-        gen_logits = gen * arch.vocab * 4
-        peaks["rft"] = max(parts["RFT activations"] + parts["RFT logits"],
-                           parts["RFT KV cache (generation)"] + gen_logits)
-    base = parts["weights"] + parts["adapter + optimizer"] + parts["runtime"]
+        parts["RFT activations"] = _activations(arch, r.batch_size, seq, b, ckpt, lora_in)
+        parts["RFT logits (loss)"] = loss_bytes(arch, r.batch_size * (comp if cuda else seq), b, chunked)
+        peaks["rft"] = parts["RFT activations"] + parts["RFT logits (loss)"]
+        if setup["vllm"] is None:
+            kv, other = generation_bytes(arch, r.batch_size * r.grad_accum, prompt, comp, b)
+            parts["RFT KV cache (generation)"] = kv
+            parts["RFT sampling logits + prefill"] = other
+            peaks["rft"] = max(peaks["rft"], kv + other)
+        elif setup["vllm"] == "server":
+            notes.append("vLLM runs as a separate server: its memory is on that server's GPU, not counted here.")
+        if r.beta > 0:
+            notes.append("rft.beta > 0: the reference model is the base with the adapter disabled (no copy).")
+    stage_parts = {k for k in parts if k.startswith(("SFT ", "RFT "))}
+    base = sum(v for k, v in parts.items() if k not in stage_parts)
     total = (base + max(peaks.values(), default=0)) / GB
+    outside = (parts.get("CUDA context", 0) + opt_paged) / GB
     ratio = total / capacity_gb if capacity_gb else math.inf
     verdict = "fits" if ratio <= FITS else "tight" if ratio <= TIGHT else "will-not-fit"
-    est = Estimate(total, {k: v / GB for k, v in parts.items()}, verdict, [], capacity_gb, device, params, notes)
+    est = Estimate(total, {k: v / GB for k, v in parts.items()}, verdict, [], capacity_gb, device, params, notes,
+                   outside, setup)
     est.advice = _advice(est, cfg, quant, arch)
     return est
 
@@ -270,12 +311,12 @@ def _advice(est: Estimate, cfg, quant: str, arch: Arch) -> list[str]:
     if est.verdict == "fits":
         spare = est.capacity_gb - est.total_gb
         return [f"About {spare:.1f} GB to spare."] if spare > 0 else []
-    p, tips = est.parts, []
+    p, tips, setup = est.parts, [], est.setup
     if quant != "4bit" and est.device == "cuda":
         tips.append((p["weights"] * 0.7, "Set quantization to `auto` or `4bit` (QLoRA): the weights shrink to "
                      "about a quarter."))
     for stage in ("SFT", "RFT"):
-        act = p.get(f"{stage} activations", 0) + p.get(f"{stage} logits", 0)
+        act = p.get(f"{stage} activations", 0) + p.get(f"{stage} logits (loss)", 0)
         s = getattr(cfg, stage.lower())
         if act and s.batch_size > 1:
             half = max(1, s.batch_size // 2)
@@ -284,6 +325,9 @@ def _advice(est: Estimate, cfg, quant: str, arch: Arch) -> list[str]:
             if stage == "RFT" and half % cfg.rft.num_generations:
                 what = f"Lower `rft.batch_size` (keeping it a multiple of num_generations {cfg.rft.num_generations})"
             tips.append((act / 2, what + "."))
+        if act and est.device == "cuda" and not setup.get("checkpointing"):
+            tips.append((p.get(f"{stage} activations", 0) * 0.7, "Set `train.gradient_checkpointing` to `auto` "
+                         "(recomputes activations in the backward pass)."))
     if p.get("SFT activations", 0) > 0.5:
         tips.append((p["SFT activations"] / 2, f"Lower `model.max_length` (now {cfg.model.max_length}) towards "
                      "your data's longest rows."))
@@ -291,8 +335,16 @@ def _advice(est: Estimate, cfg, quant: str, arch: Arch) -> list[str]:
     if kv:
         tips.append((kv / 2, f"Use fewer `rft.num_generations` (now {cfg.rft.num_generations}) or a shorter "
                      f"`rft.max_completion_length` (now {cfg.rft.max_completion_length})."))
-    if p["adapter + optimizer"] > 0.5:
-        tips.append((p["adapter + optimizer"] / 2, f"Lower the adapter rank `adapter.r` (now {cfg.adapter.r})."))
+    vllm = p.get("vLLM (colocated)", 0)
+    if vllm:
+        tips.append((vllm / 3, f"Lower `rft.vllm_gpu_memory_utilization` (now {cfg.rft.vllm_gpu_memory_utilization}), "
+                     "or set `rft.use_vllm: off`."))
+    opt_key = next((k for k in p if k.startswith("optimizer states")), "")
+    if est.device == "cuda" and "8bit" not in setup.get("optim", "") and p.get(opt_key, 0) > 0.1:
+        tips.append((p[opt_key] * 0.7, "Set `train.optim` to `auto` or `paged_adamw_8bit` (needs bitsandbytes)."))
+    adapter = p.get("LoRA adapter + gradients", 0) + p.get(opt_key, 0)
+    if adapter > 0.5:
+        tips.append((adapter / 2, f"Lower the adapter rank `adapter.r` (now {cfg.adapter.r})."))
     tips.sort(key=lambda t: -t[0])
     out = [f"{text} Saves about {gb:.1f} GB." for gb, text in tips if gb >= 0.05]
     out.append("Or pick a smaller model.")

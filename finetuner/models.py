@@ -59,14 +59,15 @@ def plan_loading(quantization: str) -> LoadPlan:
                             "weights (pip install bitsandbytes for QLoRA).")
         return LoadPlan(False, "cpu", "No CUDA GPU: 4-bit QLoRA needs one, so this run trains LoRA in fp32 on "
                         "CPU. Expect minutes for the built-in model, hours for real ones.")
-    # explicit 4bit
+    # explicit 4bit: bitsandbytes' CPU 4-bit path is slower than plain LoRA and, on AVX512-BF16 CPUs,
+    # corrupts LoRA gradients after an eval-mode forward, so it is refused rather than offered.
+    if not cuda:
+        raise ModelError("`model.quantization: 4bit` needs an NVIDIA GPU with CUDA, and this machine has none. "
+                         "Set `model.quantization: auto` (LoRA in fp32 here, QLoRA on a GPU) or `none`.")
     if not bnb:
         raise ModelError("`model.quantization: 4bit` needs bitsandbytes. Install it (pip install bitsandbytes) or "
                          "set `model.quantization: auto`.")
-    if cuda:
-        return LoadPlan(True, "cuda", "")
-    return LoadPlan(True, "cpu", "4-bit on CPU as asked: slower than plain LoRA; bitsandbytes' AVX512-BF16 path "
-                    "is turned off on every 4-bit layer because it corrupts LoRA gradients.")
+    return LoadPlan(True, "cuda", "")
 
 
 def load_tokenizer(name: str, trust_remote_code: bool = False):
@@ -101,11 +102,12 @@ def load_model(name: str, quantization: str = "auto", trust_remote_code: bool = 
     if plan.quantize_4bit:
         from transformers import BitsAndBytesConfig
 
-        compute = torch.bfloat16 if plan.device == "cpu" or torch.cuda.is_bf16_supported() else torch.float16
+        compute = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         kwargs["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=compute)
-        kwargs["device_map"] = {"": 0} if plan.device == "cuda" else {"": "cpu"}
+        # This process's GPU: under `accelerate launch` each rank has set its own (local rank), not GPU 0.
+        kwargs["device_map"] = {"": torch.cuda.current_device()}
         kwargs["dtype"] = compute
     elif plan.device == "cuda":
         kwargs["dtype"] = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
@@ -115,24 +117,12 @@ def load_model(name: str, quantization: str = "auto", trust_remote_code: bool = 
         model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     except OSError as err:
         raise ModelError(_not_found(name, err)) from None
-    if plan.quantize_4bit and plan.device == "cpu":
-        _disable_avx512bf16(model)
     if not plan.quantize_4bit and plan.device == "cuda":
         model.to("cuda")
     tok = load_tokenizer(name, trust_remote_code)
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tok.pad_token_id
     return model, tok, plan
-
-
-def _disable_avx512bf16(model) -> None:
-    """bitsandbytes' AVX512-BF16 CPU kernel corrupts LoRA gradients after an eval-mode forward; use the
-    generic path on every 4-bit layer (a public attribute of Linear4bit)."""
-    import bitsandbytes as bnb
-
-    for module in model.modules():
-        if isinstance(module, bnb.nn.Linear4bit):
-            module.support_avx512bf16_for_cpu = False
 
 
 def lora_config(adapter, task_type: str = "CAUSAL_LM"):

@@ -3,14 +3,18 @@
 `runs/<run-id>/` is the only channel between the training process and the UI: `config.yaml`,
 `status.json`, `metrics.jsonl`, `samples.jsonl`, `log.txt`, `checkpoints/`, `adapter/`, `eval/`.
 Writers append and flush each line as it happens; `read_jsonl` skips a half-written last line and can
-resume from a byte offset so a reader tails a long file instead of re-reading it.
+resume from a byte offset so a reader tails a long file instead of re-reading it. The two files that grow
+with every step are rotated into numbered segments (`metrics.1.jsonl`, ...) so a long run cannot fill the
+disk; `JsonlTail` reads segments and live file as one continuous stream (finetuner/jsonl_log.py).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -20,6 +24,9 @@ from datetime import datetime
 from pathlib import Path
 
 from .errors import RunError
+from .jsonl_log import (  # noqa: F401 - part of this module's interface
+    KEEP_FULL, METRICS_MAX_BYTES, METRICS_SEGMENT_BYTES, SAMPLES_KEEP, SAMPLES_SEGMENT_BYTES, JsonlTail,
+    compact_metrics, read_jsonl, rotate, segments, tail_jsonl)
 
 ACTIVE_STATES = ("queued", "running", "stopping")
 FINAL_STATES = ("finished", "stopped", "failed")
@@ -33,6 +40,10 @@ def _now() -> float:
 @dataclass
 class RunFolder:
     path: Path
+    metrics_segment_bytes: int = METRICS_SEGMENT_BYTES
+    metrics_max_bytes: int = METRICS_MAX_BYTES
+    samples_segment_bytes: int = SAMPLES_SEGMENT_BYTES
+    samples_keep: int = SAMPLES_KEEP
 
     def __post_init__(self):
         self.path = Path(self.path)
@@ -115,12 +126,23 @@ class RunFolder:
     # -------------------------------------------------------------- appenders
 
     def append_jsonl(self, path: Path, rows: list[dict]) -> None:
+        """Append whole lines (one write, flushed); metrics and samples rotate past their segment size."""
         if not rows:
             return
         text = "".join(json.dumps(r, ensure_ascii=False, default=_json_default) + "\n" for r in rows)
-        with open(path, "a", encoding="utf-8") as fh:
-            fh.write(text)
+        with open(path, "ab") as fh:
+            fh.write(text.encode("utf-8"))
             fh.flush()
+            size = fh.tell()
+        path = Path(path)
+        if path == self.metrics_path and size >= self.metrics_segment_bytes:
+            segs = rotate(path)
+            compact_metrics(segs, max(self.metrics_max_bytes - (KEEP_FULL + 1) * self.metrics_segment_bytes,
+                                       self.metrics_segment_bytes // 4))
+        elif path == self.samples_path and size >= self.samples_segment_bytes:
+            segs = rotate(path)
+            for _seq, old in segs[:-max(1, self.samples_keep)]:  # the newest stays: it carries the numbering
+                old.unlink(missing_ok=True)
 
     def append_metric(self, row: dict) -> None:
         self.append_jsonl(self.metrics_path, [row])
@@ -131,16 +153,42 @@ class RunFolder:
     # -------------------------------------------------------------- readers
 
     def metrics(self) -> list[dict]:
-        return read_jsonl(self.metrics_path)[0]
+        """Every metrics row kept, rotated segments first: one continuous timeline."""
+        return JsonlTail(self.metrics_path).read()[0]
 
     def samples(self) -> list[dict]:
-        return read_jsonl(self.samples_path)[0]
+        return JsonlTail(self.samples_path).read()[0]
+
+    def _checkpoint_folders(self, stage: str) -> list[tuple[int, Path]]:
+        folder = self.checkpoints / stage
+        return sorted((int(m.group(1)), p) for p in folder.glob("checkpoint-*")
+                      if (m := re.fullmatch(r"checkpoint-(\d+)", p.name)) and p.is_dir())
 
     def last_checkpoint(self, stage: str) -> Path | None:
-        folder = self.checkpoints / stage
-        found = [(int(m.group(1)), p) for p in folder.glob("checkpoint-*")
-                 if (m := re.fullmatch(r"checkpoint-(\d+)", p.name)) and (p / "trainer_state.json").exists()]
-        return max(found)[1] if found else None
+        """The newest complete checkpoint of `stage`: one that a kill or a full disk cut short is skipped."""
+        done = [p for _step, p in self._checkpoint_folders(stage) if checkpoint_complete(p)]
+        return done[-1] if done else None
+
+    def discard_incomplete_checkpoints(self, stage: str | None = None) -> list[Path]:
+        """Delete checkpoints a kill or a full disk left half-written (only while nothing trains in this run):
+        they free space and cannot be mistaken for the newest by the trainer's own rotation."""
+        gone = []
+        for st in [stage] if stage else ("sft", "rft"):
+            for _step, p in self._checkpoint_folders(st):
+                if not checkpoint_complete(p):
+                    shutil.rmtree(p, ignore_errors=True)
+                    gone.append(p)
+        return gone
+
+
+def checkpoint_complete(folder: Path) -> bool:
+    """The trainer writes trainer_state.json last (transformers' _save_checkpoint), after the weights, the
+    optimizer and the RNG state: a checkpoint whose trainer state parses was written to the end."""
+    try:
+        json.loads((Path(folder) / "trainer_state.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return True
 
 
 def _json_default(value):
@@ -148,32 +196,6 @@ def _json_default(value):
     if hasattr(value, "item"):
         return value.item()
     return str(value)
-
-
-def read_jsonl(path: Path | str, offset: int = 0) -> tuple[list[dict], int]:
-    """Rows of a JSONL file from byte `offset`; returns (rows, offset after the last complete line).
-
-    A last line without its newline is being written right now: it is left for the next read.
-    A corrupt complete line (a crash mid-write followed by more writes) is skipped, not fatal.
-    """
-    try:
-        with open(path, "rb") as fh:
-            fh.seek(offset)
-            data = fh.read()
-    except FileNotFoundError:
-        return [], offset
-    end = data.rfind(b"\n")
-    if end < 0:
-        return [], offset
-    rows = []
-    for line in data[: end + 1].splitlines():
-        if not line.strip():
-            continue
-        try:
-            rows.append(json.loads(line))
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            continue
-    return rows, offset + end + 1
 
 
 # ------------------------------------------------------------------ folders
@@ -203,6 +225,8 @@ def new_run(runs_dir: str | Path, name: str) -> RunFolder:
 
 def open_run(runs_dir: str | Path | None, run_id_or_path: str | Path) -> RunFolder:
     """A run by folder path, or by id inside `runs_dir`; ids cannot escape `runs_dir`."""
+    if "\x00" in str(run_id_or_path):  # the OS refuses such a path with a ValueError, not our message
+        raise RunError(f"Run id {str(run_id_or_path)!r} is not a folder name. Pick a run from the list.")
     p = Path(run_id_or_path)
     if runs_dir is not None:
         # A run id from a browser or a CLI argument: it must name a folder directly inside runs_dir.
@@ -238,30 +262,88 @@ def pid_alive(pid: int | None) -> bool:
 def refresh_state(run: RunFolder) -> dict:
     """Status with the truth about the process: a run marked active whose process is gone is failed."""
     status = run.read_status()
-    if status.get("state") in ACTIVE_STATES and status.get("pid") and not pid_alive(status["pid"]):
-        stages = [s for s in ("sft", "rft") if run.last_checkpoint(s)]
-        kept = (f"Checkpoints are kept ({', '.join(stages)}): resume with `python -m finetuner train --resume "
-                f"{run.path}`." if stages else "No checkpoint had been saved yet, so a resume starts the "
-                "stage again.")
-        status = run.write_status(
-            state="failed", finished=_now(),
-            error=f"The training process ended without saying why (killed, out of memory, or the machine "
-                  f"restarted). {kept}")
+    state, pid = status.get("state"), status.get("pid")
+    if state in ACTIVE_STATES and pid and not pid_alive(pid):
+        status = run.write_status(state="failed", finished=_now(), error=_death_message(run, pid))
         run.stop_path.unlink(missing_ok=True)
+    elif state == "queued" and not pid and \
+            _now() - (status.get("queued") or status.get("created") or _now()) > QUEUED_TIMEOUT_S:
+        # launch writes the pid right after `queued`; one that never came means the start itself failed.
+        status = run.write_status(state="failed", finished=_now(), error=(
+            f"The training process never started (no process id after {QUEUED_TIMEOUT_S} s). See "
+            f"{run.log_path} and launch again."))
     return status
 
 
-def launch(config, runs_dir: str | Path = "runs", extra_env: dict | None = None) -> RunFolder:
+QUEUED_TIMEOUT_S = 120
+LOW_DISK_BYTES = 64 * 2**20  # below this, a silent death was most likely the disk filling up
+
+
+def _death_message(run: RunFolder, pid: int) -> str:
+    stages = [s for s in ("sft", "rft") if run.last_checkpoint(s)]
+    kept = (f"The last complete checkpoint is kept ({', '.join(stages)}): resume with `python -m finetuner train "
+            f"--resume {run.path}`." if stages else "No checkpoint had been saved yet, so a resume starts the "
+            "stage again.")
+    try:
+        free = shutil.disk_usage(run.path).free
+    except OSError:
+        free = None
+    if free is not None and free < LOW_DISK_BYTES:
+        return (f"The training process (pid {pid}) died and the disk holding {run.path.parent} is full "
+                f"({free / 2**20:.0f} MB free). Free space there (delete old runs on the Runs tab, or their "
+                f"checkpoints/ folders), or save fewer checkpoints (raise `save_steps`). {kept}")
+    return (f"The training process (pid {pid}) died without saying why: killed (kill -9, or the system's "
+            f"out-of-memory killer), or the machine restarted. The end of {run.log_path.name} may tell more. {kept}")
+
+
+def active_run(runs_dir: str | Path) -> dict | None:
+    """The run under `runs_dir` that is training now (its process checked), or None."""
+    for status in list_runs(runs_dir):
+        if status.get("state") in ACTIVE_STATES:
+            return status
+    return None
+
+
+@contextlib.contextmanager
+def launch_lock(runs_dir: str | Path):
+    """Held while checking "is a run training?" and starting one, by every process and thread that launches
+    into `runs_dir`: without it two Launch clicks in the same instant could both see none and both start."""
+    import fcntl
+
+    runs_dir = Path(runs_dir)
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    with open(runs_dir / ".launch.lock", "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        yield
+
+
+def refuse_if_busy(runs_dir: str | Path) -> None:
+    """Raise RunError when a run is training under `runs_dir` (call it under `launch_lock`)."""
+    busy = active_run(runs_dir)
+    if busy is not None:
+        raise RunError(f"Run {busy['id']} is already {busy.get('state')} and there is one run at a time, so this "
+                       f"one was not started. Stop that run on the Monitor tab (or `python -m finetuner stop "
+                       f"{busy['path']}`) or wait for it to finish, then launch again.")
+
+
+def launch(config, runs_dir: str | Path = "runs", extra_env: dict | None = None,
+           exclusive: bool = False) -> RunFolder:
     """Start `python -m finetuner train` for `config` as a child in its own process group.
 
     `config` is a RunConfig. The run folder is created and `config.yaml` written first, so the caller can
     watch it at once. Training never runs in the caller's process: a crash or OOM leaves the caller alive.
+    `exclusive`: refuse (RunError) while another run under `runs_dir` trains; the check and the start are one
+    step under `launch_lock`, so of two simultaneous launches exactly one starts.
     """
+    if exclusive:
+        with launch_lock(runs_dir):
+            refuse_if_busy(runs_dir)
+            return launch(config, runs_dir, extra_env)
     from .config import save_config
 
     run = new_run(runs_dir, config.name)
     save_config(portable_config(config), run.config_path)
-    run.write_status(state="queued", created=_now(), name=config.name, method=config.method)
+    run.write_status(state="queued", created=_now(), queued=_now(), name=config.name, method=config.method)
     cmd = [sys.executable, "-m", "finetuner", "train", str(run.config_path), "--run-dir", str(run.path)]
     start_child(run, cmd, extra_env)
     return run
@@ -348,7 +430,8 @@ def list_runs(runs_dir: str | Path) -> list[dict]:
     if not runs_dir.is_dir():
         return out
     for p in runs_dir.iterdir():
-        if p.is_dir() and (p / "status.json").exists():
+        # A symlink may lead out of runs_dir, which open_run refuses: do not list what cannot be opened.
+        if p.is_dir() and not p.is_symlink() and (p / "status.json").exists():
             status = refresh_state(RunFolder(p))
             out.append({"id": p.name, "path": str(p), **status})
     out.sort(key=lambda s: s.get("created") or s.get("started") or 0, reverse=True)

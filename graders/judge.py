@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import re
 import threading
 from collections import OrderedDict
 
@@ -75,6 +76,21 @@ def sampling_from_spec(r: SpecReader) -> tuple[dict, dict]:
         else:
             extra[key] = value
     return params, extra
+
+
+# What keys look like (OpenAI, Hugging Face, GitHub, Slack): pasted where a variable's NAME belongs.
+_KEY_PREFIX = re.compile(r"^(sk|hf|gh[pousr]|github_pat|xox[abp])[-_]", re.I)
+
+
+def key_variable(r: SpecReader) -> str | None:
+    """`api_key_env`: the name of an environment variable. A key pasted there is refused without being echoed,
+    since the spec (and so this message) ends up in run files and logs."""
+    name = r.text("api_key_env", None)
+    if name is not None and (not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name) or _KEY_PREFIX.match(name)):
+        raise r.error("api_key_env", "must be the NAME of an environment variable that holds the key (e.g. "
+                      "JUDGE_API_KEY), not the key itself.", " Set the variable before starting Finetuner; keys "
+                      "are never written to run files.")
+    return name
 
 
 class _Stats:
@@ -145,7 +161,7 @@ class JudgeGrader(Grader):
         params, extra = sampling_from_spec(r)
         return dict(
             messages=parse_messages(r, raw_input), model=r.text("model"), params=params, extra=extra,
-            base_url=None if base_url == "local" else base_url, api_key_env=r.text("api_key_env", None),
+            base_url=None if base_url == "local" else base_url, api_key_env=key_variable(r),
             provider=provider, timeout_s=r.number("timeout_s", 60.0, lo=0.1),
             max_retries=r.number("max_retries", 3, lo=0, hi=20, integer=True),
             retry_backoff_s=r.number("retry_backoff_s", 0.5, lo=0),

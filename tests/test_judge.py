@@ -108,10 +108,9 @@ def test_persistent_500_gives_up(serve):
 
 def test_slow_answer_times_out(serve):
     server = serve(lambda body, n: Reply("0.5", delay_s=2.0))
-    started = time.monotonic()
     result = judge(server, timeout_s=0.2, max_retries=1).grade("4", ITEM)
     assert result.error.type == "judge_server_error" and "timed out" in result.error.message
-    assert time.monotonic() - started < 1.5
+    assert len(server.requests) == 2  # the first try and one retry, each cut off by the timeout
 
 
 def test_unreachable_server_is_a_server_error():
@@ -137,14 +136,13 @@ def test_cache_and_dedup_by_rendered_prompt(serve):
     assert len(server.requests) == 4
 
 
-def test_concurrency_limit_and_speed(serve):
+def test_concurrency_limit(serve):
+    # The speed-up itself is measured by `python -m finetuner bench` (judge_speedup), not asserted on time.
     server = serve(latency_s=0.2)
     g = judge(server, concurrency=10)
-    started = time.monotonic()
     results = g.grade_batch([str(i) for i in range(20)], [ITEM] * 20)
-    elapsed = time.monotonic() - started
     assert all(r.score == 1.0 for r in results)
-    assert server.max_in_flight <= 10 and elapsed < 3.0  # 20 x 0.2 s one by one would be 4 s
+    assert 1 < server.max_in_flight <= 10  # requests overlapped, never more than the limit
 
 
 def test_api_key_comes_from_the_named_variable(serve, monkeypatch):

@@ -1,4 +1,4 @@
-"""Model loading plans (QLoRA on CUDA, honest LoRA on CPU), the 4-bit CPU workaround, adapters, errors."""
+"""Model loading plans (QLoRA on CUDA, honest LoRA on CPU), adapters, errors."""
 
 import pytest
 
@@ -23,18 +23,18 @@ def test_auto_on_cuda_is_qlora(monkeypatch):
 
 
 def test_explicit_4bit_without_bitsandbytes_is_refused(monkeypatch):
+    monkeypatch.setattr(models, "cuda_available", lambda: True)
     monkeypatch.setattr(models, "bitsandbytes_available", lambda: False)
     with pytest.raises(ModelError, match="needs bitsandbytes"):
         models.plan_loading("4bit")
 
 
-def test_4bit_on_cpu_turns_off_the_avx512bf16_path():
-    import bitsandbytes as bnb
-
-    model, _tok, plan = models.load_model("tiny", "4bit")
-    layers = [m for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)]
-    assert plan.quantize_4bit and plan.device == "cpu" and "AVX512-BF16" in plan.notice
-    assert layers and all(m.support_avx512bf16_for_cpu is False for m in layers)
+def test_explicit_4bit_without_cuda_is_refused_before_loading(monkeypatch):
+    monkeypatch.setattr(models, "cuda_available", lambda: False)
+    monkeypatch.setattr(models, "bitsandbytes_available", lambda: True)
+    with pytest.raises(ModelError, match="needs an NVIDIA GPU with CUDA") as info:
+        models.load_model("tiny", "4bit")
+    assert "model.quantization: auto" in str(info.value)
 
 
 def test_tiny_loads_offline_in_fp32():

@@ -45,12 +45,17 @@ class AppContext:
 
     def active_run(self) -> dict | None:
         """The run now training, if any (one run at a time per GPU)."""
-        from ..runs import ACTIVE_STATES, list_runs
+        from ..runs import active_run
 
-        for status in list_runs(self.runs_dir):
-            if status.get("state") in ACTIVE_STATES:
-                return status
-        return None
+        return active_run(self.runs_dir)
+
+    def launch(self, config):
+        """Start `config` unless a run is training: the check and the start are one step under a lock file in
+        the runs folder, so two Launch clicks (two browser tabs, two app processes) never start two runs.
+        Raises RunError naming the run in the way."""
+        from ..runs import launch
+
+        return launch(config, self.runs_dir, exclusive=True)
 
 
 @dataclass

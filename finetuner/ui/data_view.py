@@ -104,7 +104,7 @@ def report_markdown(report, display: str, eval_line: str = "", extra_notes: list
     if report.ok:
         head = f"### ✅ Ready: {report.rows:,} rows, format `{report.format}`"
     else:
-        n = len(report.errors)
+        n = report.error_count
         head = f"### ❌ Not usable yet: {n} problem{'s' if n != 1 else ''}"
     lines = [head, "", "| Check | Found |", "|---|---|", f"| Source | `{display}` |"]
     if report.columns:
@@ -125,8 +125,8 @@ def report_markdown(report, display: str, eval_line: str = "", extra_notes: list
     if report.errors:
         lines += ["", "**Fix these** (line numbers are the file's):"]
         lines += [f"- {_clean(e, src, display)}" for e in report.errors[:SHOWN_ERRORS]]
-        if len(report.errors) > SHOWN_ERRORS:
-            lines.append(f"- … and {len(report.errors) - SHOWN_ERRORS} more.")
+        if report.error_count > SHOWN_ERRORS:
+            lines.append(f"- … and {report.error_count - SHOWN_ERRORS} more.")
         if report.hint:
             lines += ["", report.hint]
     if notes:

@@ -194,6 +194,13 @@ def signal_figure(columns, smoothing=0.0, revision="", max_points=MAX_POINTS) ->
         if s is not None:
             got = True
             _line(fig, s, label, color, smoothing)
+    # One dotted curve per grader that ever failed, so the failing one is named, not only the total.
+    per_grader = sorted(k for k in columns.keys("graders/") if k.endswith("/error_rate") and k.count("/") == 2)
+    for i, key in enumerate(per_grader):
+        s = series(columns, key, smoothing, max_points)
+        if s is not None and s[1].max(initial=0) > 0:
+            fig.add_trace(go.Scatter(x=s[0], y=s[2], mode="lines", name=f"{key.split('/')[1]} errors",
+                                     line={"color": PALETTE[(i + 3) % len(PALETTE)], "width": 1.5, "dash": "dot"}))
     if not got:
         return mark_stages(_empty(fig, "No groups yet (RFT only)."), columns)
     fig.update_yaxes(tickformat=".0%", range=[-0.02, 1.02])

@@ -7,7 +7,8 @@
 
 A browser tab polls every few seconds and several tabs may watch the same run, so the reads are shared:
 one `RunWatch` per folder keeps byte offsets and the rows read so far, and a refresh only stats the files
-and reads what was appended (a half-written last line waits for the next refresh). Metrics are kept as
+and reads what was appended (a half-written last line waits for the next refresh). Rotated segments
+(metrics.1.jsonl, ...: see runs.py) are followed by runs.JsonlTail, so the timeline stays continuous. Metrics are kept as
 columns of `array('d')` so turning 100,000 rows into plot arrays is a memory copy, not a Python loop.
 `progress` and `health_warnings` derive the progress line and the plain-language warnings from a watch.
 """
@@ -22,7 +23,7 @@ from array import array
 from collections import OrderedDict
 from pathlib import Path
 
-from ..runs import ACTIVE_STATES, RunFolder, read_jsonl, refresh_state
+from ..runs import ACTIVE_STATES, JsonlTail, RunFolder, refresh_state, tail_jsonl
 
 # Row keys that describe the row rather than measure something.
 META_KEYS = {"stage", "step", "run_step", "time", "epoch"}
@@ -88,14 +89,22 @@ class RunWatch:
         self._reset()
 
     def _reset(self):
-        self.metrics: list[dict] = []
-        self.samples: list[dict] = []
-        self.columns = MetricColumns()
+        self._reset_part("metrics")
+        self._reset_part("samples")
         self.status: dict = {}
-        self._offsets = {"metrics": 0, "samples": 0}
         self._sigs: dict[str, tuple] = {}
         self.metrics_version = self.samples_version = self.status_version = 0
-        self.figure_cache: dict = {}  # key -> figures built for metrics_version (see tab_monitor)
+
+    def _reset_part(self, name: str, tail: JsonlTail | None = None) -> None:
+        """Forget the rows of `name`; `tail` is the reader to keep (it already holds where to continue)."""
+        if name == "metrics":
+            self.metrics: list[dict] = []
+            self.columns = MetricColumns()
+            self.figure_cache: dict = {}  # key -> figures built for metrics_version (see tab_monitor)
+            self._metrics_tail = tail or JsonlTail(self.run.metrics_path)
+        else:
+            self.samples: list[dict] = []
+            self._samples_tail = tail or JsonlTail(self.run.samples_path)
 
     @property
     def version(self) -> tuple[int, int, int]:
@@ -104,23 +113,26 @@ class RunWatch:
     def refresh(self) -> bool:
         """Read what was appended since the last refresh. True when anything changed."""
         with self.lock:
-            files = (("metrics", self.run.metrics_path), ("samples", self.run.samples_path))
-            sigs = {name: _signature(path) for name, path in files}
             changed = False
-            if any(self._offsets[n] and (sigs[n] is None or sigs[n][0] < self._offsets[n]) for n, _ in files):
-                # A file vanished or shrank: the folder was re-created; start over.
-                self._reset()
-                changed = True
-            for name, path in files:
-                if sigs[name] != self._sigs.get(name):
-                    self._sigs[name] = sigs[name]
-                    changed |= self._read(name, path)
+            for name, path in (("metrics", self.run.metrics_path), ("samples", self.run.samples_path)):
+                sig = _signature(path)
+                # The live file is rewritten on every append and replaced on every rotation: unchanged means
+                # nothing new, and the common tick costs one stat per file.
+                if sig != self._sigs.get(name):
+                    self._sigs[name] = sig
+                    changed |= self._read(name)
             changed |= self._refresh_status()
             return changed
 
-    def _read(self, name: str, path: Path) -> bool:
-        rows, self._offsets[name] = read_jsonl(path, self._offsets[name])
-        if not rows:
+    def _read(self, name: str) -> bool:
+        tail = self._metrics_tail if name == "metrics" else self._samples_tail
+        rows, reset = tail.read()
+        had = bool(self.metrics if name == "metrics" else self.samples)
+        if reset and had:
+            # The folder was re-created, or this watch fell so far behind that old segments were thinned:
+            # `rows` is everything from the start.
+            self._reset_part(name, tail)
+        elif not rows:
             return False
         if name == "metrics":
             self.metrics.extend(rows)
@@ -175,27 +187,9 @@ def get_watch(path: str | Path, refresh: bool = True) -> RunWatch:
 
 
 def tail_rows(path: str | Path, max_bytes: int = 65536) -> list[dict]:
-    """The complete rows in the last `max_bytes` of a JSONL file: the latest values without reading it all."""
-    import json
-
-    try:
-        with open(path, "rb") as fh:
-            fh.seek(0, os.SEEK_END)
-            size = fh.tell()
-            fh.seek(max(0, size - max_bytes))
-            data = fh.read()
-    except FileNotFoundError:
-        return []
-    lines = data.split(b"\n")
-    if size > max_bytes:
-        lines = lines[1:]  # the first line is cut
-    rows = []
-    for line in lines[:-1]:  # the last piece is empty or half-written
-        try:
-            rows.append(json.loads(line))
-        except (ValueError, UnicodeDecodeError):
-            continue
-    return rows
+    """The complete rows in the last `max_bytes` of a JSONL file (and its newest rotated segment when the live
+    file was just rotated): the latest values without reading it all."""
+    return tail_jsonl(path, max_bytes)
 
 
 def latest(rows: list[dict], key: str):

@@ -47,11 +47,11 @@ def _with_source(project: dict, path: str) -> dict:
     return project
 
 
-def upload_data(ctx: AppContext, project, file, *settings):
+def upload_data(ctx: AppContext, project, file, *settings, progress=None):
     """A new training file: store a sanitised copy, then check it."""
     if not file:
         return gr.skip()
-    return check(_with_source(project, str(save_upload(file, ctx.uploads))), *settings)
+    return check(_with_source(project, str(save_upload(file, ctx.uploads))), *settings, progress=progress)
 
 
 def use_hub_id(project, hub_id, *settings):
@@ -95,9 +95,10 @@ def _eval_line(project: dict, report, method: str, dcfg: DataConfig, eval_mode: 
 
 
 def check(project, method="sft", fmt="auto", messages_column="", prompt_column="", completion_column="",
-          text_column="", split="train", eval_mode=EVAL_SHARE, eval_fraction=0.1, max_rows=0):
+          text_column="", split="train", eval_mode=EVAL_SHARE, eval_fraction=0.1, max_rows=0, progress=None):
     """Check the project's data with these settings: (project, status, preview, format, the four column
-    dropdowns, the column-mapping accordion)."""
+    dropdowns, the column-mapping accordion). `progress(fraction, desc=...)` (a gr.Progress) hears how much of
+    the file has been read."""
     project = _copy(project)
     path = project.get("data", {}).get("path")
     if not path:
@@ -110,7 +111,7 @@ def check(project, method="sft", fmt="auto", messages_column="", prompt_column="
     model = project.get("config", {}).get("model", {})
     tok, tok_note = tokenizer_for(model.get("name"))
     with TOKENIZER_LOCK:
-        report = check_data(path, method, tok, dcfg, int(model.get("max_length") or 512))
+        report = check_data(path, method, tok, dcfg, int(model.get("max_length") or 512), _reading(progress))
     seed = int(project.get("config", {}).get("seed", 42))
     line, side_errors = _eval_line(project, report, method, dcfg, eval_mode, seed)
     report.errors += side_errors
@@ -135,7 +136,8 @@ def check(project, method="sft", fmt="auto", messages_column="", prompt_column="
     if guess:
         # Detection found no known column but the names are common ones: map them, and say so.
         mapped = {k: guess.get(k, "") for k in COLUMNS}
-        out = check(project, method, fmt, *(mapped[k] for k in COLUMNS), split, eval_mode, eval_fraction, max_rows)
+        out = check(project, method, fmt, *(mapped[k] for k in COLUMNS), split, eval_mode, eval_fraction, max_rows,
+                    progress=progress)
         if out[0]["data"]["ok"]:
             said = ", ".join(f"{k.replace('_column', '')} ← `{v}`" for k, v in guess.items())
             note = f"\n\n**Columns mapped by their names:** {said}. Change them under Column mapping if that is wrong."
@@ -145,6 +147,36 @@ def check(project, method="sft", fmt="auto", messages_column="", prompt_column="
     col_updates = [gr.update(choices=_choices(report.columns, cols[k]), value=cols[k]) for k in COLUMNS]
     return (project, status, preview_html(report.preview), gr.update(value=dcfg.format), *col_updates,
             gr.update(open=True) if unsure else gr.skip())
+
+
+MB = 1 << 20
+
+
+def _reading(progress):
+    """check_data's (bytes read, total) callback, shown as "Read N MB of M MB" by a gr.Progress."""
+    if progress is None:
+        return None
+
+    def report(done: int, total: int) -> None:
+        progress(done / max(total, 1), desc=f"Read {done / MB:.0f} MB of {total / MB:.0f} MB")
+
+    return report
+
+
+def with_progress(fn, n_inputs: int):
+    """fn(*inputs, progress=gr.Progress()) as a Gradio handler: Gradio injects a Progress only into a named
+    parameter after the inputs, so the wrapper declares exactly `n_inputs` of them, then `progress`."""
+    import inspect
+
+    def handler(*args):
+        *inputs, progress = args
+        return fn(*inputs, progress=progress)
+
+    params = [inspect.Parameter(f"input_{i}", inspect.Parameter.POSITIONAL_OR_KEYWORD) for i in range(n_inputs)]
+    params.append(inspect.Parameter("progress", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=gr.Progress()))
+    handler.__signature__ = inspect.Signature(params)
+    handler.__name__ = fn.__name__
+    return handler
 
 
 def _default_columns() -> dict:
@@ -248,7 +280,9 @@ def build(ctx: AppContext, shared: Shared):
     settings = [method, fmt, *col_boxes, split, eval_mode, fraction, max_rows]
     outputs = [shared.project, status, preview, fmt, *col_boxes, col_acc]
     # One source at a time: a file empties the id box, an id empties the file box.
-    upload.upload(safe(bind(ctx, upload_data)), [shared.project, upload, *settings], outputs).then(
+    n_settings = len(settings)
+    upload.upload(safe(with_progress(bind(ctx, upload_data), 2 + n_settings)), [shared.project, upload, *settings],
+                  outputs).then(
         lambda: "", None, [hub])
     for event in (hub_btn.click, hub.submit):
         event(safe(use_hub_id), [shared.project, hub, *settings], outputs).then(lambda: None, None, [upload])
@@ -257,7 +291,7 @@ def build(ctx: AppContext, shared: Shared):
         comp.upload(safe(handler), [shared.project, comp, *settings], outputs)
         comp.clear(safe(handler), [shared.project, comp, *settings], outputs)
     checker = safe(check)
-    check_btn.click(checker, [shared.project, *settings], outputs)
+    check_btn.click(safe(with_progress(check, 1 + n_settings)), [shared.project, *settings], outputs)
     for comp in (method, fmt, *col_boxes):
         comp.input(checker, [shared.project, *settings], outputs)
     fraction.release(checker, [shared.project, *settings], outputs)

@@ -15,7 +15,8 @@ import yaml
 
 from .. import export
 from ..errors import RunError
-from ..runs import ACTIVE_STATES, FINAL_STATES, list_runs, open_run, start_child
+from ..runs import (ACTIVE_STATES, FINAL_STATES, launch_lock, list_runs, open_run, refuse_if_busy,
+                    start_child)
 from . import figures
 from .context import AppContext, Shared, bind, confirm_row, safe
 from .run_watch import forget, get_watch, latest, tail_rows
@@ -100,16 +101,15 @@ def resume(ctx: AppContext, run_id: str):
     if not run_id:
         raise RunError("Pick a run in the table first.")
     run = open_run(ctx.runs_dir, run_id)
-    active = ctx.active_run()
-    if active:
-        raise RunError(f"Run {active['id']} is training now; one run at a time. Stop it first.")
-    state = run.read_status().get("state")
-    if state == "finished":
-        raise RunError(f"Run {run_id} already finished; there is nothing to resume. Start a new run instead.")
-    if state not in FINAL_STATES:
-        raise RunError(f"Run {run_id} is {state}; only a stopped or failed run can be resumed.")
-    run.write_status(state="queued", error=None)
-    start_child(run, [sys.executable, "-m", "finetuner", "train", "--resume", str(run.path)])
+    with launch_lock(ctx.runs_dir):  # the same lock as Launch: two clicks cannot start two processes
+        refuse_if_busy(ctx.runs_dir)
+        state = run.read_status().get("state")
+        if state == "finished":
+            raise RunError(f"Run {run_id} already finished; there is nothing to resume. Start a new run instead.")
+        if state not in FINAL_STATES:
+            raise RunError(f"Run {run_id} is {state}; only a stopped or failed run can be resumed.")
+        run.write_status(state="queued", error=None, pid=None, queued=time.time())
+        start_child(run, [sys.executable, "-m", "finetuner", "train", "--resume", str(run.path)])
     gr.Info(f"Resuming {run_id} from its last checkpoint. Watch it in the Monitor tab.")
     return run_id, gr.Tabs(selected="monitor")
 

@@ -18,8 +18,7 @@ import gradio as gr
 
 from .. import memory, recommend
 from ..config import RunConfig, dump_yaml, from_dict, iter_fields, to_dict
-from ..errors import FinetunerError
-from ..runs import launch as start_run
+from ..errors import FinetunerError, RunError
 from .context import AppContext, Shared, bind, new_project, safe
 
 INFO = {name: (tp, default, text.replace("`", ""), choices) for name, tp, default, text, choices in iter_fields()}
@@ -90,15 +89,23 @@ def estimate_markdown(project: dict, cfg: RunConfig, plan: str, params_b) -> str
         return f"### Memory estimate\n{err}"
     quant = memory.resolve_quantization(cfg.model.quantization, device)
     weights = "4-bit" if quant == "4bit" else ("bf16" if device == "cuda" else "fp32")
+    setup = est.setup
+    engine = ("" if "rft" not in cfg.stages else
+              "; RFT generates with " + {"colocate": "vLLM colocated", "server": "a vLLM server"}.get(
+                  setup.get("vllm"), "transformers"))
     lines = [f"### {VERDICT[est.verdict]}: about {est.total_gb:.1f} GB of {gb:.0f} GB",
-             f"Planned for {desc}; {_count(est.params)} parameters, weights in {weights}.", "",
+             f"Planned for {desc}; {_count(est.params)} parameters, weights in {weights}; optimizer "
+             f"{setup.get('optim')}, gradient checkpointing {'on' if setup.get('checkpointing') else 'off'}, "
+             f"chunked loss{engine}.", "",
              "| part | GB |", "|---|---|"]
+    # Stage parts are alternatives (the larger stage peak counts), so the table says which add up.
     lines += [f"| {k} | {v:.2f} |" for k, v in est.parts.items()]
     if est.advice:
         lines += ["", "**What to change:**" if est.verdict != "fits" else ""] + [f"- {a}" for a in est.advice]
     notes = est.notes + ([] if longest else ["No data checked yet: sequences are taken as model.max_length long."])
-    lines += ["", "<small>" + " ".join(notes) + " The estimate is usually within 20-30%; see finetuner/memory.py "
-              "for the formula.</small>"]
+    lines += ["", "<small>" + " ".join(notes) + " Total = the fixed parts + the largest stage peak (SFT: activations "
+              "+ logits; RFT: the larger of training and generation). Each term and its source: docs/memory.md."
+              "</small>"]
     if "rft" in cfg.stages:
         rows = (project.get("data") or {}).get("rows")
         cost = memory.rft_cost(cfg, est.params, device, longest, rows)
@@ -220,7 +227,10 @@ def launch(ctx: AppContext, project, *values):
     missing = model_missing(cfg.model.name)
     if missing:
         return gr.skip(), gr.skip(), f"❌ {missing}"
-    run = start_run(cfg, ctx.runs_dir)
+    try:
+        run = ctx.launch(cfg)  # refuses, race-free, if another launch got in since the check above
+    except RunError as err:
+        return gr.skip(), gr.skip(), f"❌ {err}"
     return run.id, gr.Tabs(selected="monitor"), f"✅ Started run `{run.id}`. The Monitor tab follows it live."
 
 

@@ -1,0 +1,98 @@
+"""Fault injection, a hook for tests only: makes a training process fail the way real runs fail, on cue.
+
+Tests set FINETUNER_FAULT in the training child's environment (`runs.launch(cfg, dir, extra_env={...})`).
+When it is unset (always, outside tests) every hook returns at once and does nothing. The value is a
+comma-separated list of `kind@N`:
+
+    oom@N              torch.OutOfMemoryError as optimizer step N begins (what CUDA raises)
+    crash@N            RuntimeError as step N begins
+    enospc@N           OSError(ENOSPC) when the metrics of step N (or later) are written
+    enospc_save@N      the checkpoint of step N is cut short as a full disk leaves it (no trainer_state.json,
+                       written last) and OSError(ENOSPC) is raised
+    hang_generation@S  the first rollout generation stalls until Stop is pressed (the run's STOP file), at most
+                       S seconds, then goes on: a Stop that arrives while generation is running
+
+The hooks are called from finetuner/callbacks.py (steps, writes, saves) and finetuner/timed_grpo.py
+(generation), inside the training process.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import sys
+import time
+from pathlib import Path
+
+ENV = "FINETUNER_FAULT"
+_hung = False
+_stop_path: Path | None = None
+
+
+def watch_stop(path: Path) -> None:
+    """The run's STOP file, for hang_generation (set by the run folder callback when training begins)."""
+    global _stop_path
+    _stop_path = Path(path)
+
+
+def plan() -> dict[str, float]:
+    """{kind: N} from the environment; {} when unset."""
+    spec = os.environ.get(ENV, "")
+    out = {}
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        kind, _, value = part.partition("@")
+        out[kind] = float(value) if value else 1.0
+    return out
+
+
+def _announce(text: str) -> None:
+    # The child's stderr is the run's log.txt: tests wait for this line to know the fault is live.
+    print(f"{ENV}: {text}", file=sys.stderr, flush=True)
+
+
+def step_begins(step: int) -> None:
+    """Optimizer step `step` (1-based) is about to run."""
+    faults = plan()
+    if not faults:
+        return
+    if faults.get("oom") == step:
+        import torch
+
+        _announce(f"raising OutOfMemoryError at step {step}")
+        raise torch.OutOfMemoryError(f"CUDA out of memory. Tried to allocate 2.00 GiB (simulated by {ENV}).")
+    if faults.get("crash") == step:
+        _announce(f"raising RuntimeError at step {step}")
+        raise RuntimeError(f"simulated crash at step {step} ({ENV})")
+
+
+def before_write(step: int, path: Path) -> None:
+    """Metrics of `step` are about to be appended to `path`."""
+    at = plan().get("enospc")
+    if at is not None and step >= at:
+        _announce(f"raising ENOSPC writing {path} at step {step}")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+
+def checkpoint_saved(step: int, folder: Path) -> None:
+    """The trainer just saved `folder`, the checkpoint of `step`."""
+    at = plan().get("enospc_save")
+    if at is not None and step == at:
+        state = Path(folder) / "trainer_state.json"
+        state.unlink(missing_ok=True)
+        _announce(f"cutting checkpoint {folder} short and raising ENOSPC")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(state))
+
+
+def in_generation() -> None:
+    """Rollout generation is running."""
+    global _hung
+    seconds = plan().get("hang_generation")
+    if not seconds or _hung:
+        return
+    _hung = True
+    _announce(f"stalling inside generation until Stop (at most {seconds:g}s)")
+    deadline = time.time() + seconds
+    while time.time() < deadline and not (_stop_path is not None and _stop_path.exists()):
+        time.sleep(0.1)
+    time.sleep(0.5)  # still generating for a moment after the request arrived
+    _announce("generation goes on")

@@ -1,0 +1,98 @@
+"""`python -m finetuner bench`: the step-time arithmetic on crafted rows, the section choice, and (slow) a real
+`bench --quick --out` whose JSON must hold every promised key with a sane value. No assert is on speed."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from finetuner import bench, bench_train
+from finetuner.errors import FinetunerError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def rows(stage, gaps, start=100.0, **extra):
+    """Logged steps of one stage whose stamps are `gaps` apart, plus the trainer's closing summary row."""
+    out, t = [], start
+    for step in range(1, len(gaps) + 2):
+        out.append({"stage": stage, "step": step, "time": t, **extra})
+        if step <= len(gaps):
+            t += gaps[step - 1]
+    out.append({"stage": stage, "step": len(gaps) + 1, "time": t + 5, "train_runtime": 9.0})
+    return out
+
+
+def test_speed_skips_the_warm_up_and_resists_a_pause():
+    warm = bench_train.WARMUP["sft"]
+    # Slow first steps (loading, first calls), then 0.1 s steps with one 3 s pause from another process.
+    gaps = [2.0] * warm + [0.1] * 10 + [3.0] + [0.1] * 10
+    s = bench_train.speed(rows("sft", gaps), "sft")
+    assert s["steps"] == 21
+    assert s["steps_per_s"] == pytest.approx(10.0)  # the median step ignores the pause...
+    assert s["steps_per_s_mean"] == pytest.approx(21 / 5.0)  # ...the mean does not
+    with pytest.raises(RuntimeError, match="too few logged steps"):
+        bench_train.speed(rows("rft", [0.1] * bench_train.WARMUP["rft"]), "rft")
+
+
+def test_anatomy_splits_the_rft_step_from_the_engine_rows():
+    extra = {"time/step_s": 0.2, "time/generation_s": 0.1, "time/grading_s": 0.01, "time/training_s": 0.09}
+    a = bench_train.anatomy(rows("rft", [0.2] * 8, **extra) + rows("sft", [0.1] * 8))
+    assert a["generation"] == pytest.approx(0.5) and a["grading"] == pytest.approx(0.05)
+    assert a["training"] == pytest.approx(0.45) and a["step_s"] == pytest.approx(0.2)
+
+
+def test_bench_config_matches_what_the_plain_script_reads():
+    from finetuner.config import from_dict
+
+    cfg = from_dict(bench_train.bench_config(7, 5))
+    assert (cfg.method, cfg.sft.max_steps, cfg.rft.max_steps, cfg.data.eval_fraction) == ("sft+rft", 7, 5, 0.0)
+    assert [g["type"] for g in cfg.graders] == ["python"]
+    # The plain reward function and the sandboxed grader agree on every kind of answer.
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import plain_trl
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    from graders import build_graders
+
+    [grader] = build_graders(cfg.graders)
+    try:
+        texts = ["Answer: 12", " Answer: 12\n", "Answer: 13", "Answer: -4", "Answer: twelve", "12", ""]
+        mine = [grader.grade({"output_text": t}, {"answer": "12"}).score for t in texts]
+    finally:
+        grader.close()
+    plain = plain_trl.reward([[{"role": "assistant", "content": t}] for t in texts], ["12"] * len(texts))
+    assert mine == plain == [1.0, 1.0, 0.1, 0.1, 0.0, 0.0, 0.0]
+
+
+def test_only_names_sections_and_refuses_unknown_ones():
+    assert bench.parse_only(None) == ["train", "graders", "ui"]
+    assert bench.parse_only("ui, graders") == ["ui", "graders"]
+    with pytest.raises(FinetunerError, match="Choose from train, graders, ui"):
+        bench.parse_only("train,gpu")
+
+
+@pytest.mark.slow
+def test_quick_bench_writes_every_key_with_a_sane_value(tmp_path):
+    out = tmp_path / "bench.json"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
+    proc = subprocess.run([sys.executable, "-m", "finetuner", "bench", "--quick", "--out", str(out)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "engine / plain TRL" in proc.stdout  # the table
+    result = json.loads(out.read_text())
+    positive = ("train_ratio_sft", "train_ratio_rft", "python_grades_per_s", "judge_speedup", "ui_refresh_ms_100k",
+                "app_start_s", "ui_refresh_first_ms_100k", "launch_to_first_point_s", "engine_sft_steps_per_s",
+                "plain_sft_steps_per_s", "engine_rft_steps_per_s", "plain_rft_steps_per_s")
+    for key in positive:
+        assert isinstance(result[key], (int, float)) and math.isfinite(result[key]) and result[key] > 0, key
+    shares = [result[f"rft_{part}_share"] for part in ("generation", "grading", "training")]
+    assert all(0 <= s <= 1 for s in shares), shares
+    assert sum(shares) == pytest.approx(1.0, abs=0.02)  # the three parts make up the step
+    assert result["rft_generation_share"] > 0 and result["rft_training_share"] > 0
+    assert result["machine"]["cpu_count"] >= 1 and "cpu" in result["devices"]
