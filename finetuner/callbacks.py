@@ -122,12 +122,18 @@ class RunFolderCallback(TrainerCallback):
                 rows = distributed.gather_to_main([{**r, "rank": distributed.rank()} for r in rows])
             self.run.append_samples([{**defaults, **s, "stage": self.stage} for s in rows])
             rate = logs.get("graders/error_rate")
+            reason = None
             if not is_eval and rate is not None and rate > self.max_error_rate:
-                self.stop_reason = (
+                reason = (
                     f"Graders failed on {rate:.0%} of completions at RFT step {state.global_step}, above the "
                     f"allowed {self.max_error_rate:.0%} (`rft.max_grader_error_rate`). {_culprits(logs, rows)}"
                     f"Training was stopped so the model does not learn from noise. See the errors in the rollouts, "
                     f"fix the grader and test it with `python -m finetuner test-grader`.")
+            # Each rank measured its own completions: rank 0 decides for all, or one rank would stop alone and
+            # leave the others waiting in the next collective.
+            reason = distributed.from_main(reason)
+            if reason:
+                self.stop_reason = reason
                 control.should_training_stop = True
         return control
 

@@ -93,11 +93,17 @@ def cmd_train(args) -> int:
         from .runs import ACTIVE_STATES, refresh_state
 
         run = open_run(None, args.resume)
-        status = refresh_state(run)
-        # The Runs tab's Resume marks the run queued with this very process's pid: that is not another trainer.
-        if status.get("state") in ACTIVE_STATES and status.get("pid") != os.getpid():
-            raise RunError(f"Run {run.id} is still training (pid {run.read_status().get('pid')}); stop it "
-                           f"first with `python -m finetuner stop {run.path}`.")
+        busy = None
+        if main:  # one rank checks (refresh_state may write status.json) and tells the others
+            status = refresh_state(run)
+            # The Runs tab's Resume marks the run queued, then records this very process's pid once it has
+            # started: neither is another trainer.
+            if status.get("state") in ACTIVE_STATES and status.get("pid") not in (os.getpid(), None):
+                busy = (f"Run {run.id} is still training (pid {status.get('pid')}); stop it first with "
+                        f"`python -m finetuner stop {run.path}`.")
+        busy = distributed.from_main(busy)
+        if busy:
+            raise RunError(busy)
         if args.set:
             raise FinetunerError("--set cannot change a run being resumed; edit its config.yaml if you must.")
         cfg = load_config(run.config_path)

@@ -405,6 +405,7 @@ def _validate_graders(cfg: RunConfig) -> None:
         seen.add(name)
         if not spec.get("type"):
             raise ConfigError(f"`{where}` (`{name}`) has no `type`, such as `string_check` or `python`.")
+        _refuse_pasted_keys(spec, where)
 
 
 # ---------------------------------------------------------------- reference text
@@ -449,3 +450,25 @@ def explain() -> str:
         extra = f" One of: {', '.join(f'`{c}`' for c in choices)}." if choices else ""
         lines.append(f"- **`{name}`** ({tp}, default `{default!r}`): {text}{extra}")
     return "\n".join(lines) + "\n"
+
+
+def _refuse_pasted_keys(node, where: str) -> None:
+    """A judge's key belongs in an environment variable; the config (saved into the run folder and bundles)
+    holds only the variable's name. Checked here too, so the CLI and YAML paths refuse before anything is saved."""
+    from .secrets import is_variable_name
+
+    if isinstance(node, list):
+        for i, item in enumerate(node):
+            _refuse_pasted_keys(item, f"{where}[{i}]")
+    if not isinstance(node, dict):
+        return
+    if node.get("api_key"):
+        raise ConfigError(f"`{where}.api_key`: keys are never written to run files. Put the key in an environment "
+                          f"variable and give its name as `api_key_env` (e.g. JUDGE_API_KEY).")
+    env = node.get("api_key_env")
+    if isinstance(env, str) and env and not is_variable_name(env):
+        raise ConfigError(f"`{where}.api_key_env` must be the NAME of an environment variable that holds the key "
+                          f"(e.g. JUDGE_API_KEY), not the key itself.")
+    for key, value in node.items():
+        if isinstance(value, (dict, list)):
+            _refuse_pasted_keys(value, f"{where}.{key}")

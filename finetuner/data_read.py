@@ -270,7 +270,9 @@ def _jsonl_chunks(reader: SourceReader, fh: BinaryIO) -> Iterator[RawTable]:
             # Without the line break, a line cut short reports its real end column, not "column 1".
             obj = json.loads(text.rstrip("\r\n"))
         except json.JSONDecodeError as err:
-            if lineno == 1 and text.lstrip().startswith("{"):
+            # A first line that opens an object but does not close it may start one pretty-printed document
+            # (parsed whole); one that closes it is a bad JSON Lines row, and a huge file is not read whole.
+            if lineno == 1 and text.lstrip().startswith("{") and not text.rstrip().endswith("}"):
                 whole = _try_one_document(reader.name, fh)
                 if whole is not None:
                     reader.kind = "json"

@@ -130,7 +130,14 @@ class RunFolder:
         if not rows:
             return
         text = "".join(json.dumps(r, ensure_ascii=False, default=_json_default) + "\n" for r in rows)
-        with open(path, "ab") as fh:
+        with open(path, "a+b") as fh:
+            end = fh.seek(0, os.SEEK_END)
+            if end:
+                fh.seek(end - 1)
+                if fh.read(1) != b"\n":
+                    # A torn last line (a crash or a full disk mid-write): end it, so the row appended now
+                    # stays whole; readers skip the torn one.
+                    text = "\n" + text
             fh.write(text.encode("utf-8"))
             fh.flush()
             size = fh.tell()

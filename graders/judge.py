@@ -13,10 +13,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import re
 import threading
 from collections import OrderedDict
 
+from finetuner.secrets import is_variable_name
 from graders import aio
 from graders.base import Grader, GradeResult, GraderFailure, make_sample
 from graders.judge_http import HttpBackend, JudgeCallError
@@ -78,15 +78,11 @@ def sampling_from_spec(r: SpecReader) -> tuple[dict, dict]:
     return params, extra
 
 
-# What keys look like (OpenAI, Hugging Face, GitHub, Slack): pasted where a variable's NAME belongs.
-_KEY_PREFIX = re.compile(r"^(sk|hf|gh[pousr]|github_pat|xox[abp])[-_]", re.I)
-
-
 def key_variable(r: SpecReader) -> str | None:
     """`api_key_env`: the name of an environment variable. A key pasted there is refused without being echoed,
     since the spec (and so this message) ends up in run files and logs."""
     name = r.text("api_key_env", None)
-    if name is not None and (not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name) or _KEY_PREFIX.match(name)):
+    if name is not None and not is_variable_name(name):
         raise r.error("api_key_env", "must be the NAME of an environment variable that holds the key (e.g. "
                       "JUDGE_API_KEY), not the key itself.", " Set the variable before starting Finetuner; keys "
                       "are never written to run files.")

@@ -56,11 +56,21 @@ class HttpBackend:
         """The reply text, or a JudgeCallError (returned, not raised, so one bad row can't sink a batch)."""
         out = await self._complete(messages, params, extra, stats)
         if isinstance(out, JudgeCallError):
-            # A server may echo the key in its error text; the message goes to samples.jsonl and the log.
-            key = os.environ.get(self.api_key_env or "OPENAI_API_KEY") or ""
-            if len(key) >= 4 and key in out.message:
-                return JudgeCallError(out.type, out.message.replace(key, "***"))
+            return JudgeCallError(out.type, self._redact(out.message))
         return out
+
+    def _redact(self, text: str) -> str:
+        """A server may echo the key in its error text, which goes to samples.jsonl and the log: the key, and
+        any 8+ character start of it that a cut-short message ends with, become ***."""
+        key = os.environ.get(self.api_key_env or "OPENAI_API_KEY") or ""
+        if len(key) < 4:
+            return text
+        text = text.replace(key, "***")
+        for n in range(len(key) - 1, 7, -1):
+            at = text.find(key[:n])
+            if at >= 0:
+                return text[:at] + "***" + text[at + n:]
+        return text
 
     async def _complete(self, messages, params, extra, stats):
         import openai
@@ -81,19 +91,21 @@ class HttpBackend:
                 return self._text(resp, stats)
             except openai.APIStatusError as err:
                 status = err.status_code
-                last = f"HTTP {status}: {_short(err.message)}"
+                last = f"HTTP {status}: {_short(self._redact(err.message))}"
                 if status != 429 and status < 500 and status != 408:
                     hint = {401: " (check the API key in the variable named by api_key_env)",
                             404: " (check base_url and model)"}.get(status, "")
                     return JudgeCallError("judge_server_error", last + hint)
                 delay = _retry_after(err.response)
             except (openai.APITimeoutError, openai.APIConnectionError) as err:
-                last = "timed out" if isinstance(err, openai.APITimeoutError) else f"connection failed: {err}"
+                last = ("timed out" if isinstance(err, openai.APITimeoutError)
+                        else f"connection failed: {_short(self._redact(str(err)))}")
             except (openai.APIError, ValueError) as err:  # e.g. a 200 whose body is not a chat completion
                 return JudgeCallError("judge_parse_error", f"the judge server sent an unreadable reply: "
-                                      f"{type(err).__name__}: {_short(str(err))}")
+                                      f"{type(err).__name__}: {_short(self._redact(str(err)))}")
             except Exception as err:  # noqa: BLE001 - whatever the client raises, the row gets a typed error
-                return JudgeCallError("judge_server_error", f"{type(err).__name__}: {_short(str(err))}")
+                return JudgeCallError("judge_server_error",
+                                      f"{type(err).__name__}: {_short(self._redact(str(err)))}")
             if attempt < self.max_retries:
                 stats.add(retries=1)
                 backoff = self.backoff_s * (2 ** attempt) * random.uniform(0.5, 1.5)

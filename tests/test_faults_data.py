@@ -283,8 +283,9 @@ def test_the_data_tab_shows_reading_progress(tmp_path, ctx, monkeypatch):
     path.write_bytes(jsonl([chat(f"{i}?", str(i)) for i in range(200)]))
     monkeypatch.setattr(data_read, "CHUNK_BYTES", 1000)
     seen = []
-    out = tab_data.upload_data(ctx, new_project(), str(path), *SETTINGS.values(),
-                               progress=lambda frac, desc="": seen.append((frac, desc)))
+    # Through the wrapper the tab wires to the upload event (Gradio passes the Progress as the last argument).
+    handler = tab_data.with_progress(tab_data.upload_data, 2 + len(SETTINGS), ctx)
+    out = handler(new_project(), str(path), *SETTINGS.values(), lambda frac, desc="": seen.append((frac, desc)))
     assert out[0]["data"]["rows"] == 200 and len(seen) > 3
     assert seen[-1][0] == 1.0 and seen[-1][1].startswith("Read ") and " MB of " in seen[-1][1]
 

@@ -239,3 +239,21 @@ def test_key_is_never_in_the_spec_or_logs(serve, monkeypatch):
     g = judge(server, api_key_env="JUDGE_SECRET")
     result = g.grade("4", ITEM)
     assert "sk-do-not-leak" not in json.dumps([result.log, result.error.message, server.requests])
+
+
+def test_an_echoed_long_key_is_redacted_even_where_the_message_is_cut_short(serve, monkeypatch):
+    # OpenAI project keys run to ~164 characters; the error text is cut to 200, often mid-key.
+    key = "sk-proj-" + "A1b2C3d4" * 20
+    monkeypatch.setenv("LONG_JUDGE_KEY", key)
+    body = json.dumps({"error": {"message": "Incorrect API key provided: " + "x" * 60 + " " + key}})
+    server = serve(lambda body_, n: Reply(raw=body.encode(), status=401))
+    result = judge(server, api_key_env="LONG_JUDGE_KEY", max_retries=0).grade("4", ITEM)
+    assert result.error.type == "judge_server_error" and "HTTP 401" in result.error.message
+    assert "***" in result.error.message and key[:12] not in result.error.message
+
+
+@pytest.mark.parametrize("name", ["HF_TOKEN", "SK_JUDGE", "GHS_TOKEN", "JUDGE_API_KEY"])
+def test_upper_case_variable_names_are_names_not_keys(name):
+    [g] = build_graders([{"name": "j", "type": "score_model", "model": "m", "input": MESSAGES,
+                          "api_key_env": name}])
+    assert g is not None

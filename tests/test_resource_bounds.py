@@ -163,3 +163,16 @@ def test_monitor_refresh_on_a_100k_step_run_folder(tmp_path):
     ticks.sort()
     print(f"\n100k-line rotated run folder: first view {first_ms:.0f} ms, idle tick {idle_ms:.1f} ms, tick after "
           f"one new line median {ticks[2]:.0f} ms (max {ticks[-1]:.0f} ms)")
+
+
+def test_a_row_appended_after_a_torn_line_stays_whole(tmp_path):
+    # A full disk or a crash cut the last write short; after a resume the next row must not be glued to it.
+    from finetuner.runs import RunFolder
+
+    run = RunFolder(tmp_path / "r")
+    run.path.mkdir()
+    run.append_metric({"step": 1, "loss": 1.0})
+    with open(run.metrics_path, "ab") as fh:
+        fh.write(b'{"step": 2, "lo')
+    run.append_metric({"step": 3, "loss": 0.5})
+    assert [r["step"] for r in run.metrics()] == [1, 3]

@@ -304,3 +304,18 @@ def test_hostile_python_graders_are_stopped_per_row_from_the_graders_tab(listene
     # the app is unharmed: this process is alive (it ran the line above) and the tab still grades
     _summary, good = dry_run([{"name": "ok", "type": "python", "source": "def grade(s, i):\n    return 0.25\n"}])
     assert [r["ok"] for r in good] == [0.25, 0.25]
+
+
+@pytest.mark.parametrize("spec, field", [
+    ({"api_key_env": SECRET}, "api_key_env"),
+    ({"api_key": "whatever-key"}, "api_key"),
+])
+def test_a_key_in_a_run_file_is_refused_before_anything_is_saved(tmp_path, spec, field):
+    # The CLI and YAML path: validation refuses before the config is copied into a run folder.
+    from finetuner.config import from_dict
+    from finetuner.errors import ConfigError
+
+    judge = {"name": "j", "type": "score_model", "model": "m", "input": "{{sample.output_text}}", **spec}
+    with pytest.raises(ConfigError, match=field) as info:
+        from_dict({"method": "rft", "data": {"train": "x.jsonl"}, "graders": [judge]})
+    assert SECRET not in str(info.value)

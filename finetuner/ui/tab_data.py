@@ -163,14 +163,15 @@ def _reading(progress):
     return report
 
 
-def with_progress(fn, n_inputs: int):
-    """fn(*inputs, progress=gr.Progress()) as a Gradio handler: Gradio injects a Progress only into a named
-    parameter after the inputs, so the wrapper declares exactly `n_inputs` of them, then `progress`."""
+def with_progress(fn, n_inputs: int, *first):
+    """fn(*first, *inputs, progress=gr.Progress()) as a Gradio handler: Gradio injects a Progress only into a
+    named parameter after the inputs, so the wrapper declares exactly `n_inputs` of them, then `progress`.
+    `first` are leading arguments that are not Gradio inputs (the AppContext)."""
     import inspect
 
     def handler(*args):
         *inputs, progress = args
-        return fn(*inputs, progress=progress)
+        return fn(*first, *inputs, progress=progress)
 
     params = [inspect.Parameter(f"input_{i}", inspect.Parameter.POSITIONAL_OR_KEYWORD) for i in range(n_inputs)]
     params.append(inspect.Parameter("progress", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=gr.Progress()))
@@ -281,7 +282,7 @@ def build(ctx: AppContext, shared: Shared):
     outputs = [shared.project, status, preview, fmt, *col_boxes, col_acc]
     # One source at a time: a file empties the id box, an id empties the file box.
     n_settings = len(settings)
-    upload.upload(safe(with_progress(bind(ctx, upload_data), 2 + n_settings)), [shared.project, upload, *settings],
+    upload.upload(safe(with_progress(upload_data, 2 + n_settings, ctx)), [shared.project, upload, *settings],
                   outputs).then(
         lambda: "", None, [hub])
     for event in (hub_btn.click, hub.submit):
