@@ -34,6 +34,8 @@ SECTIONS = ("train", "graders", "ui")
 TABLE = [
     ("train_ratio_sft", "SFT steps/s, engine / plain TRL", ">= 0.98", lambda v: v >= 0.98, "{:.3f}"),
     ("train_ratio_rft", "RFT steps/s, engine / plain TRL", ">= 0.98", lambda v: v >= 0.98, "{:.3f}"),
+    ("train_ratio_sft_implied", "SFT ratio from engine's per-step work", ">= 0.98", lambda v: v >= 0.98, "{:.3f}"),
+    ("train_ratio_rft_implied", "RFT ratio from engine's per-step work", ">= 0.98", lambda v: v >= 0.98, "{:.3f}"),
     ("rft_generation_share", "RFT step: generation share", "", None, "{:.1%}"),
     ("rft_grading_share", "RFT step: grading share (Python grader)", "<= 5 %", lambda v: v <= 0.05, "{:.1%}"),
     ("rft_training_share", "RFT step: training share", "", None, "{:.1%}"),
@@ -73,7 +75,10 @@ def _graders(quick: bool) -> dict:
                           cwd=ROOT, capture_output=True, text=True, timeout=300,
                           env={**os.environ, "HF_HUB_OFFLINE": "1"})
     if proc.returncode != 0:
-        raise RuntimeError(f"benchmarks/bench_graders.py failed (exit {proc.returncode}):\n{proc.stderr[-2000:]}")
+        from .bench_train import BenchError
+
+        raise BenchError(f"benchmarks/bench_graders.py failed (exit {proc.returncode}).\n--- end of its output ---\n"
+                         + proc.stderr[-2000:])
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
@@ -81,7 +86,11 @@ def _train_keys(t: dict, suffix: str = "") -> dict:
     out = {f"train_ratio_sft{suffix}": t["ratio_sft"]["median"], f"train_ratio_rft{suffix}": t["ratio_rft"]["median"],
            f"rft_generation_share{suffix}": t["anatomy"]["generation"],
            f"rft_grading_share{suffix}": t["anatomy"]["grading"],
-           f"rft_training_share{suffix}": t["anatomy"]["training"]}
+           f"rft_training_share{suffix}": t["anatomy"]["training"],
+           f"train_ratio_sft_implied{suffix}": t["implied_ratio_sft"],
+           f"train_ratio_rft_implied{suffix}": t["implied_ratio_rft"],
+           f"engine_overhead_ms_sft{suffix}": t["overhead"]["sft_ms"],
+           f"engine_overhead_ms_rft{suffix}": t["overhead"]["rft_ms"]}
     for stage in ("sft", "rft"):
         r = t[f"ratio_{stage}"]
         out[f"train_ratio_{stage}_spread{suffix}"] = [r["min"], r["max"]]
@@ -160,5 +169,11 @@ def table(result: dict) -> str:
                          f"time {result[f'train_ratio_{stage}_mean']:.3f}"
                          + (f"; mean completion {result['engine_rft_completion_length']:.1f} vs "
                             f"{result['plain_rft_completion_length']:.1f} tokens" if stage == "rft" else ""))
+    if "engine_overhead_ms_sft" in result:
+        parts = result["details"]["train_cpu"]["overhead"]["parts_ms"]
+        lines.append(f"  engine's own work per step: SFT {result['engine_overhead_ms_sft']:.2f} ms (callbacks), RFT "
+                     f"{result['engine_overhead_ms_rft']:.2f} ms (callbacks {parts['callbacks_rft']:.2f} + reward "
+                     f"bridge and sandbox {parts['reward_bridge_and_sandbox']:.2f} - plain reward "
+                     f"{parts['plain_reward']:.2f})")
     lines.append(f"({result['seconds']:.0f} s in all)")
     return "\n".join(lines)

@@ -7,7 +7,9 @@ the sandboxed grader pool, exactly as the app launches a run), the baseline thro
 several percent within a minute. Speed is read from the wall-clock stamp of each logged step (both sides
 log every step and stamp it in `on_log`), after the first WARMUP steps of each stage, so model loading and
 first-call costs are excluded the same way on both sides. A run's steps/s is 1 / its median step time
-(robust to pauses caused by other processes); the mean over the same steps is kept too.
+(robust to pauses caused by other processes); the mean over the same steps is kept too. Because whole runs
+still differ by several percent on shared cores, finetuner/bench_overhead.py also times the engine's own
+per-step work directly; set against the plain step time it gives the ratio that work alone allows.
 
 `launch_to_first_point` (for the UI figures) launches the same run and times Launch -> the first point in the
 Monitor's loss figure.
@@ -15,7 +17,6 @@ Monitor's loss figure.
 
 from __future__ import annotations
 
-import json
 import os
 import statistics
 import subprocess
@@ -23,6 +24,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from .errors import FinetunerError
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "arithmetic"
@@ -38,6 +41,18 @@ def grade(sample, item):
         return 1.0
     return 0.1 if re.fullmatch(r"Answer: -?\\d+", text) else 0.0
 """
+
+
+class BenchError(FinetunerError):
+    """A benchmark step failed; the message carries the end of the failing process's log."""
+
+
+def log_tail(path: Path, chars: int = 2000) -> str:
+    """The end of a log that lives in a temporary folder about to be deleted, for the error message."""
+    try:
+        return "\n--- end of its log ---\n" + Path(path).read_text(errors="replace")[-chars:]
+    except OSError:
+        return ""
 
 
 def bench_config(sft_steps: int, rft_steps: int) -> dict:
@@ -76,7 +91,7 @@ def speed(rows: list[dict], stage: str) -> dict:
     steps = _step_rows(rows, stage)[WARMUP[stage]:]
     gaps = [b["time"] - a["time"] for a, b in zip(steps, steps[1:]) if b["step"] > a["step"]]
     if not gaps:
-        raise RuntimeError(f"{stage}: too few logged steps to time ({len(steps)} after warm-up).")
+        raise BenchError(f"{stage}: only {len(steps)} logged steps after the warm-up, too few to time.")
     out = {"steps_per_s": 1 / statistics.median(gaps), "steps_per_s_mean": len(gaps) / sum(gaps), "steps": len(gaps)}
     lengths = [r["completions/mean_length"] for r in steps if isinstance(r.get("completions/mean_length"), float)]
     if lengths:
@@ -89,7 +104,7 @@ def anatomy(rows: list[dict]) -> dict:
     steps = _step_rows(rows, "rft")[WARMUP["rft"]:]
     total = sum(r.get("time/step_s") or 0.0 for r in steps)
     if not total:
-        raise RuntimeError("rft: no time/step_s in metrics.jsonl to split.")
+        raise BenchError("rft: the engine logged no time/step_s in metrics.jsonl, so the step cannot be split.")
     part = {k: sum(r.get(f"time/{k}_s") or 0.0 for r in steps) / total for k in ("generation", "grading", "training")}
     return {"generation": part["generation"], "grading": part["grading"], "training": part["training"],
             "step_s": total / len(steps)}
@@ -107,8 +122,7 @@ def run_plain(config_path: Path, work: Path, device: str, timeout: float) -> lis
         proc = subprocess.run([sys.executable, str(PLAIN), str(config_path), "--out", str(out)], cwd=ROOT,
                               stdout=log, stderr=subprocess.STDOUT, env=_env(device), timeout=timeout)
     if proc.returncode != 0:
-        raise RuntimeError(f"plain TRL script failed (exit {proc.returncode}); see {work / 'plain.log'}:\n"
-                           + (work / "plain.log").read_text(errors="replace")[-2000:])
+        raise BenchError(f"benchmarks/plain_trl.py failed (exit {proc.returncode})." + log_tail(work / "plain.log"))
     return _read_jsonl(out)
 
 
@@ -122,10 +136,12 @@ def run_engine(config_path: Path, runs_dir: Path, device: str, timeout: float) -
     while (status := refresh_state(run)).get("state") not in FINAL_STATES:
         if time.time() > deadline:
             force_stop(run)
-            raise RuntimeError(f"engine run did not finish within {timeout:.0f} s; see {run.log_path}")
+            raise BenchError(f"The engine's bench run did not finish within {timeout:.0f} s; is the machine "
+                             f"very busy? Run the bench again when it is quieter." + log_tail(run.log_path))
         time.sleep(0.5)
     if status.get("state") != "finished":
-        raise RuntimeError(f"engine run {status.get('state')}: {status.get('error')}; see {run.log_path}")
+        raise BenchError(f"The engine's bench run {status.get('state')}: {status.get('error')}"
+                         + log_tail(run.log_path))
     return _read_jsonl(run.metrics_path)
 
 
@@ -155,7 +171,7 @@ def launch_to_first_point(timeout: float = 300) -> float:
                     if any(t.x is not None and len(t.x) for t in out["loss"].data):
                         return time.perf_counter() - started
                 time.sleep(0.05)
-            raise RuntimeError(f"no plotted point within {timeout:.0f} s of Launch; see {run.log_path}")
+            raise BenchError(f"No point was plotted within {timeout:.0f} s of Launch." + log_tail(run.log_path))
         finally:
             force_stop(run)
 
@@ -205,4 +221,22 @@ def bench_training(device: str = "cpu", quick: bool = False, say=print) -> dict:
             if None not in lengths:  # RFT: both sides should sample answers of the same length
                 out[f"{side}_{stage}_completion_length"] = statistics.mean(lengths)
     out["anatomy"] = {k: statistics.median(a[k] for a in anatomies) for k in anatomies[0]}
+    # The engine's own per-step work, timed in this process: far steadier than whole runs on shared cores.
+    from .bench_overhead import engine_overhead
+
+    over = engine_overhead(GRADER, plain_reward(), quick)
+    out["overhead"] = over
+    for stage in ("sft", "rft"):
+        plain_step_ms = 1000 / out[f"plain_{stage}_steps_per_s"]
+        out[f"implied_ratio_{stage}"] = plain_step_ms / (plain_step_ms + over[f"{stage}_ms"])
     return out
+
+
+def plain_reward():
+    """The baseline's reward function, from benchmarks/plain_trl.py (a script, not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("plain_trl", PLAIN)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.reward

@@ -22,6 +22,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from .bench_train import BenchError, log_tail
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -50,7 +52,8 @@ def app_start_seconds(timeout: float = 120) -> float:
         try:
             while time.perf_counter() - started < timeout:
                 if proc.poll() is not None:
-                    raise RuntimeError(f"app.py exited ({proc.returncode}):\n{log_path.read_text()[-2000:]}")
+                    raise BenchError(f"app.py exited (code {proc.returncode}) before serving its page."
+                                     + log_tail(log_path))
                 # Knock on the port first: a page request while Gradio checks its own URL at start-up slows
                 # that check, which gives up after 3 s on a busy machine.
                 if not _port_open(port):
@@ -62,7 +65,7 @@ def app_start_seconds(timeout: float = 120) -> float:
                             return time.perf_counter() - started
                 except OSError:
                     time.sleep(0.2)
-            raise RuntimeError(f"app.py did not serve a page within {timeout:.0f} s:\n{log_path.read_text()[-2000:]}")
+            raise BenchError(f"app.py did not serve its page within {timeout:.0f} s." + log_tail(log_path))
         finally:
             proc.terminate()
             try:
@@ -107,7 +110,7 @@ def monitor_refresh(lines: int = 100_000, ticks: int = 7) -> dict:
         first = tab_monitor.view(ctx, "big", 0.6, False, True, None, no_filter, force=True)
         first_ms = (time.perf_counter() - t0) * 1000
         if not any(len(t.x) for t in first["loss"].data):
-            raise RuntimeError("the Monitor's first view of the 100k-line run drew no loss points")
+            raise BenchError("The Monitor's first view of the 100,000-line run drew no loss points.")
         seen, grown = first["seen"], []
         for k in range(1, ticks + 1):
             run.append_metric(_metric_row(lines + k, lines // 2))

@@ -35,7 +35,7 @@ def test_speed_skips_the_warm_up_and_resists_a_pause():
     assert s["steps"] == 21
     assert s["steps_per_s"] == pytest.approx(10.0)  # the median step ignores the pause...
     assert s["steps_per_s_mean"] == pytest.approx(21 / 5.0)  # ...the mean does not
-    with pytest.raises(RuntimeError, match="too few logged steps"):
+    with pytest.raises(bench_train.BenchError, match="too few to time"):
         bench_train.speed(rows("rft", [0.1] * bench_train.WARMUP["rft"]), "rft")
 
 
@@ -91,6 +91,9 @@ def test_quick_bench_writes_every_key_with_a_sane_value(tmp_path):
                 "plain_sft_steps_per_s", "engine_rft_steps_per_s", "plain_rft_steps_per_s")
     for key in positive:
         assert isinstance(result[key], (int, float)) and math.isfinite(result[key]) and result[key] > 0, key
+    for key in ("train_ratio_sft_implied", "train_ratio_rft_implied"):  # engine work can only slow a step
+        assert 0 < result[key] <= 1, key
+    assert result["engine_overhead_ms_rft"] > result["engine_overhead_ms_sft"] > 0  # RFT adds the grader pool
     shares = [result[f"rft_{part}_share"] for part in ("generation", "grading", "training")]
     assert all(0 <= s <= 1 for s in shares), shares
     assert sum(shares) == pytest.approx(1.0, abs=0.02)  # the three parts make up the step
