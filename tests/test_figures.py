@@ -102,3 +102,14 @@ def test_compare_and_eval_bar_figures():
     bars = figures.eval_bar_figure(results)
     assert names(bars) == ["Base model", "After RFT"] and list(bars.data[1].x) == ["correct", "total"]
     assert list(bars.data[1].y) == [0.8, 0.8]
+
+
+def test_a_curve_of_one_point_is_drawn_with_a_marker():
+    # The first logged step must be visible, not an empty panel.
+    import plotly.graph_objects as go
+
+    from finetuner.ui.figures import mark_stages
+
+    fig = go.Figure([go.Scatter(x=[1], y=[0.5], mode="lines"), go.Scatter(x=[1, 2, 3], y=[1, 2, 3], mode="lines")])
+    fig = mark_stages(fig, None)
+    assert fig.data[0].mode == "lines+markers" and fig.data[1].mode == "lines"

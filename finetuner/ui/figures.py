@@ -90,7 +90,12 @@ def empty_figure(title: str, text: str) -> go.Figure:
 
 
 def mark_stages(fig: go.Figure, columns) -> go.Figure:
-    """A dashed line and a label where each later stage (RFT after SFT) begins."""
+    """A dashed line and a label where each later stage (RFT after SFT) begins. Also the last touch of every
+    panel: a curve of one or two points gets markers, since a line through one point draws nothing."""
+    for trace in fig.data:
+        if getattr(trace, "mode", None) == "lines" and not getattr(trace, "fill", None) \
+                and trace.x is not None and len(trace.x) <= 2:
+            trace.mode = "lines+markers"
     for x, stage in getattr(columns, "stage_starts", []):
         fig.add_shape(type="line", x0=x, x1=x, xref="x", yref="paper", y0=0, y1=1,
                       line={"dash": "dash", "color": GREY, "width": 1})
