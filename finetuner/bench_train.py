@@ -92,7 +92,8 @@ def speed(rows: list[dict], stage: str) -> dict:
     gaps = [b["time"] - a["time"] for a, b in zip(steps, steps[1:]) if b["step"] > a["step"]]
     if not gaps:
         raise BenchError(f"{stage}: only {len(steps)} logged steps after the warm-up, too few to time.")
-    out = {"steps_per_s": 1 / statistics.median(gaps), "steps_per_s_mean": len(gaps) / sum(gaps), "steps": len(gaps)}
+    out = {"steps_per_s": 1 / statistics.median(gaps), "steps_per_s_mean": len(gaps) / sum(gaps), "steps": len(gaps),
+           "gaps": gaps}
     lengths = [r["completions/mean_length"] for r in steps if isinstance(r.get("completions/mean_length"), float)]
     if lengths:
         out["mean_completion_length"] = statistics.mean(lengths)
@@ -176,6 +177,11 @@ def launch_to_first_point(timeout: float = 300) -> float:
             force_stop(run)
 
 
+def _quantile(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=100, method="inclusive")[round(q * 100) - 1] if len(values) > 1 \
+        else values[0]
+
+
 def _summary(values: list[float]) -> dict:
     return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values)}
 
@@ -220,6 +226,11 @@ def bench_training(device: str = "cpu", quick: bool = False, say=print) -> dict:
             lengths = [r[stage].get("mean_completion_length") for r in results[side]]
             if None not in lengths:  # RFT: both sides should sample answers of the same length
                 out[f"{side}_{stage}_completion_length"] = statistics.mean(lengths)
+        # Other processes only ever add time to a step, so the fast end of all steps of a side, pooled over its
+        # runs, is the steadiest view of its undisturbed speed (the reasoning behind timeit's minimum); the
+        # 25th percentile rather than the minimum, so one lucky step does not decide.
+        fast = {side: _quantile([g for r in results[side] for g in r[stage]["gaps"]], 0.25) for side in results}
+        out[f"ratio_{stage}_fast"] = fast["plain"] / fast["engine"]
     out["anatomy"] = {k: statistics.median(a[k] for a in anatomies) for k in anatomies[0]}
     # The engine's own per-step work, timed in this process: far steadier than whole runs on shared cores.
     from .bench_overhead import engine_overhead

@@ -27,6 +27,13 @@ def rows(stage, gaps, start=100.0, **extra):
     return out
 
 
+def test_fast_quantile_is_the_undisturbed_end_of_the_steps():
+    # A quarter of the steps slowed by another process does not move the 25th percentile.
+    steps = [0.1] * 30 + [0.5] * 10
+    assert bench_train._quantile(steps, 0.25) == pytest.approx(0.1)
+    assert bench_train._quantile([0.2], 0.25) == 0.2
+
+
 def test_speed_skips_the_warm_up_and_resists_a_pause():
     warm = bench_train.WARMUP["sft"]
     # Slow first steps (loading, first calls), then 0.1 s steps with one 3 s pause from another process.
@@ -86,7 +93,8 @@ def test_quick_bench_writes_every_key_with_a_sane_value(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "engine / plain TRL" in proc.stdout  # the table
     result = json.loads(out.read_text())
-    positive = ("train_ratio_sft", "train_ratio_rft", "python_grades_per_s", "judge_speedup", "ui_refresh_ms_100k",
+    positive = ("train_ratio_sft", "train_ratio_rft", "train_ratio_sft_fast", "train_ratio_rft_fast",
+                "python_grades_per_s", "judge_speedup", "ui_refresh_ms_100k",
                 "app_start_s", "ui_refresh_first_ms_100k", "launch_to_first_point_s", "engine_sft_steps_per_s",
                 "plain_sft_steps_per_s", "engine_rft_steps_per_s", "plain_rft_steps_per_s")
     for key in positive:
