@@ -120,7 +120,7 @@ def cmd_train(args) -> int:
             # One folder for all ranks: rank 0 makes it (its name has the time) and hands the path over.
             run = RunFolder(distributed.from_main(str(new_run(args.runs_dir, cfg.name).path) if main else None))
         if main and (not run.config_path.exists() or Path(args.config).resolve() != run.config_path.resolve()):
-            from .runs import portable_config
+            from .config import portable_config
 
             save_config(portable_config(cfg), run.config_path)
         _log_to_run(run)

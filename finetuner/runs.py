@@ -346,7 +346,7 @@ def launch(config, runs_dir: str | Path = "runs", extra_env: dict | None = None,
         with launch_lock(runs_dir):
             refuse_if_busy(runs_dir)
             return launch(config, runs_dir, extra_env)
-    from .config import save_config
+    from .config import portable_config, save_config
 
     run = new_run(runs_dir, config.name)
     save_config(portable_config(config), run.config_path)
@@ -354,34 +354,6 @@ def launch(config, runs_dir: str | Path = "runs", extra_env: dict | None = None,
     cmd = [sys.executable, "-m", "finetuner", "train", str(run.config_path), "--run-dir", str(run.path)]
     start_child(run, cmd, extra_env)
     return run
-
-
-def portable_config(config):
-    """The config with data and grader file paths made absolute, since the run folder is elsewhere."""
-    import copy
-
-    cfg = copy.deepcopy(config)
-    for key in ("train", "eval", "rft_train"):
-        setattr(cfg.data, key, cfg.resolve(getattr(cfg.data, key)))
-    for spec in cfg.graders:
-        _absolute_grader_paths(spec, cfg.resolve)
-    return cfg
-
-
-# Grader fields that may name a file relative to the YAML (`tokenizer` may also be a model id: only an
-# existing path is rewritten, since resolve() leaves anything else as it is).
-_GRADER_PATH_KEYS = ("file", "schema_file", "tokenizer")
-
-
-def _absolute_grader_paths(spec, resolve) -> None:
-    if not isinstance(spec, dict):
-        return
-    for key in _GRADER_PATH_KEYS:
-        if isinstance(spec.get(key), str) and spec[key]:
-            spec[key] = resolve(spec[key])
-    inner = spec.get("graders")  # a multi grader's own graders
-    for sub in (inner.values() if isinstance(inner, dict) else inner or []):
-        _absolute_grader_paths(sub, resolve)
 
 
 def start_child(run: RunFolder, cmd: list[str], extra_env: dict | None = None) -> subprocess.Popen:

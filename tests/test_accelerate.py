@@ -19,9 +19,9 @@ import pytest
 from safetensors.torch import load_file
 
 from finetuner import arith
-from finetuner.config import from_dict, save_config
+from finetuner.config import from_dict, portable_config, save_config
 from finetuner.export import export_bundle
-from finetuner.runs import RunFolder, new_run, portable_config
+from finetuner.runs import RunFolder, new_run
 
 ROOT = Path(__file__).resolve().parent.parent
 DDP_CPU = ROOT / "examples" / "accelerate" / "ddp_cpu.yaml"

@@ -15,8 +15,8 @@ import pytest
 
 from finetuner import arith
 from finetuner import evaluate as ev
-from finetuner.config import from_dict, load_config, save_config, to_dict
-from finetuner.runs import RunFolder, portable_config, new_run
+from finetuner.config import from_dict, load_config, portable_config, save_config, to_dict
+from finetuner.runs import RunFolder, new_run
 from finetuner.train import train_run
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "arithmetic"
