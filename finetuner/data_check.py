@@ -303,15 +303,6 @@ def token_lengths(conv: Converted, tokenizer, where=lambda i: f"row {i + 1}", na
     return lengths
 
 
-def token_stats(conv: Converted, tokenizer, max_length: int, where=lambda i: f"row {i + 1}",
-                name: str = "the data") -> TokenStats | None:
-    """Statistics of `token_lengths`; None when there are no rows."""
-    if not conv.rows:
-        return None
-    what = "prompt" if conv.format == "prompt" else "prompt + answer"
-    return _stats(token_lengths(conv, tokenizer, where, name), what, max_length)
-
-
 def _stats(lengths, what: str, max_length: int) -> TokenStats:
     lengths = sorted(lengths)
     p95 = lengths[max(0, math.ceil(0.95 * len(lengths)) - 1)]

@@ -228,7 +228,7 @@ def _explain_crash(err: Exception, cfg: RunConfig | None = None, run: RunFolder 
     """What a person reads in the Monitor for a crash: what happened, where, what to change."""
     status = run.read_status() if run is not None else {}
     stage = status.get("stage") or ""
-    # The status step is the last one finished (written at each step's end).
+    # The status step is the last one finished, as of the last status write (at most half a second old).
     where = (f" during {stage.upper()} ({int(status.get('step') or 0)} of {status.get('total') or '?'} steps done)"
              if stage else "")
     kept = _kept(run, stage)

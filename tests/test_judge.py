@@ -256,4 +256,4 @@ def test_an_echoed_long_key_is_redacted_even_where_the_message_is_cut_short(serv
 def test_upper_case_variable_names_are_names_not_keys(name):
     [g] = build_graders([{"name": "j", "type": "score_model", "model": "m", "input": MESSAGES,
                           "api_key_env": name}])
-    assert g is not None
+    assert g.backend.api_key_env == name  # kept as the variable to read, not refused as a pasted key
