@@ -137,6 +137,10 @@ class RunFolderCallback(TrainerCallback):
                     f"allowed {self.max_error_rate:.0%} (`rft.max_grader_error_rate`). {_culprits(logs, rows)}"
                     f"Training was stopped so the model does not learn from noise. See the errors in the rollouts, "
                     f"fix the grader and test it with `python -m finetuner test-grader`.")
+            elif not is_eval:
+                # The limit holds per grader too: one dead judge among three graders is a third of all grades,
+                # under the overall limit, yet its share of the reward is noise at every step.
+                reason = _grader_over_limit(logs, rows, self.max_error_rate, state.global_step)
             # Each rank measured its own completions: rank 0 decides for all, or one rank would stop alone and
             # leave the others waiting in the next collective.
             reason = distributed.from_main(reason)
@@ -161,17 +165,37 @@ class RunFolderCallback(TrainerCallback):
         return control
 
 
+def _grader_rates(logs: dict) -> dict[str, float]:
+    """{grader: its error rate this step} for the graders that failed at least once."""
+    return {k[len("graders/"):-len("/error_rate")]: v for k, v in logs.items()
+            if k.startswith("graders/") and k.endswith("/error_rate") and k != "graders/error_rate" and v}
+
+
+def _latest(name: str, rows: list[dict]) -> str:
+    err = next((r["errors"][name] for r in reversed(rows) if name in (r.get("errors") or {})), None)
+    return f" (latest: {err.get('type')}: {str(err.get('message'))[:160]})" if err else ""
+
+
 def _culprits(logs: dict, rows: list[dict]) -> str:
     """Which graders failed, each with its error rate and latest error, worst first: the person fixes those."""
-    rates = {k[len("graders/"):-len("/error_rate")]: v for k, v in logs.items()
-             if k.startswith("graders/") and k.endswith("/error_rate") and k != "graders/error_rate" and v}
-    parts = []
-    for name, rate in sorted(rates.items(), key=lambda kv: -kv[1]):
-        err = next((r["errors"][name] for r in reversed(rows) if name in (r.get("errors") or {})), None)
-        latest = f" (latest: {err.get('type')}: {str(err.get('message'))[:160]})" if err else ""
-        parts.append(f"grader `{name}` failed on {rate:.0%} of its grades{latest}")
+    parts = [f"grader `{name}` failed on {rate:.0%} of its grades{_latest(name, rows)}"
+             for name, rate in sorted(_grader_rates(logs).items(), key=lambda kv: -kv[1])]
     text = "; ".join(parts)[:1200]
     return f"{text[:1].upper()}{text[1:]}. " if parts else ""
+
+
+def _grader_over_limit(logs: dict, rows: list[dict], limit: float, step: int) -> str | None:
+    """Why to stop when one grader's own error rate passes the limit, naming each such grader; else None."""
+    over = sorted(((n, r) for n, r in _grader_rates(logs).items() if r > limit), key=lambda kv: -kv[1])
+    if not over:
+        return None
+    named = "; ".join(f"grader `{name}` failed on {rate:.0%} of its grades{_latest(name, rows)}"
+                      for name, rate in over)[:1200]
+    return (f"{named[:1].upper()}{named[1:]} at RFT step {step}, above the allowed {limit:.0%} per grader "
+            f"(`rft.max_grader_error_rate`). Training was stopped: a grader that fails scores 0, so its part of the "
+            f"reward teaches nothing. Fix it (a judge: is its server running and its key set?) and test it on the "
+            f"Graders tab or with `python -m finetuner test-grader`, remove it, or raise "
+            f"`rft.max_grader_error_rate`.")
 
 
 def prune_checkpoints(folder, scores: dict[int, float], keep: int) -> list[int]:
@@ -239,3 +263,135 @@ class ProgressCallback(TrainerCallback):
     def _emit(self, text: str, newline: bool):
         self.stream.write(("\r" + text) if self.tty and not newline else text + "\n")
         self.stream.flush()
+
+
+# ------------------------------------------------------------------ held-out score during training
+
+
+class HeldoutSet:
+    """What `eval.every_steps` scores: the first `eval.rows` held-out prompts and their items (evaluate.eval_split,
+    as the Evaluate tab reads them), the grader specs (the run's, or the reference-answer match for a run without
+    graders, as evaluate_run does), the answer length and the run's tokenizer. Built once per run; each stage
+    builds its own graders."""
+
+    def __init__(self, prompts: list, items: list[dict], specs: list[dict], base_dir: str, max_new_tokens: int,
+                 tok):
+        self.prompts, self.items, self.specs = list(prompts), items, specs
+        self.base_dir, self.max_new_tokens, self.tok = base_dir, max_new_tokens, tok
+
+    @classmethod
+    def prepare(cls, cfg, tok, notices: list[str]) -> "HeldoutSet | None":
+        """The set for `cfg`, or None when it is off or impossible (then a note in `notices` says why)."""
+        from .errors import DataError
+        from .evaluate import REFERENCE_GRADER, eval_split
+
+        if not cfg.eval.every_steps:
+            return None
+        why = ""
+        try:
+            prompts, items, _notes = eval_split(cfg, tok, cfg.eval.rows)
+        except DataError as err:
+            why = f"`eval.every_steps` is {cfg.eval.every_steps}, but no held-out score can be logged: {err}"
+        else:
+            specs = cfg.graders
+            if not specs and not any(item.get("completion") for item in items):
+                why = ("`eval.every_steps` is set, but the run has no graders and its held-out rows no reference "
+                       "answer (`completion`), so there is nothing to score with. Add a grader.")
+        if why:
+            import logging
+
+            logging.getLogger("finetuner.train").warning(why)
+            notices.append(why)
+            return None
+        return cls(prompts, items, specs or [REFERENCE_GRADER], cfg.base_dir, cfg.rft.max_completion_length, tok)
+
+
+class HeldoutCallback(TrainerCallback):
+    """Greedy answers to the held-out prompts, scored by the run's graders, every `every` steps of the stage,
+    at step 0 of the run's first stage (the base model: a fresh LoRA adapter changes nothing) and at the end of
+    each stage. One metrics row each: `heldout/<grader>` (mean score, a failed grade counting 0),
+    `heldout/reward` (the weighted sum, as TRL's `reward`) and `time/heldout_s`, with `stage`, `step` and
+    `run_step` like every row.
+
+    Sampled train rewards hide what a model learned (at temperature 1 the demo's reward stays flat while its
+    greedy accuracy rises by 10 points); greedy held-out answers show it. Rank 0 alone generates and writes.
+    It runs after RunFolderCallback's on_step_end, so `time/step_s` does not include it."""
+
+    def __init__(self, run: RunFolder, stage: str, heldout: HeldoutSet, every: int, step_offset: int = 0,
+                 base: bool = False):
+        self.run, self.stage, self.heldout, self.every = run, stage, heldout, every
+        self.offset, self.base = step_offset, base
+        self.graders = None
+        self.last_step: int | None = None
+        self.off = ""  # why this stage logs nothing, once decided
+
+    def _usable(self, args) -> bool:
+        if distributed.world_size() > 1:
+            if getattr(args, "fsdp", None) or getattr(args, "deepspeed", None):
+                # Sharded weights: one rank cannot generate alone, and every rank generating would cost N x.
+                if not self.off:
+                    self.off = "sharded"
+                    import logging
+
+                    logging.getLogger("finetuner.train").warning(
+                        "The held-out score (`eval.every_steps`) is off under FSDP / DeepSpeed: the weights are "
+                        "sharded across processes. Evaluate the run after training instead.")
+                return False
+            return distributed.is_main()
+        return True
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        if self.base and state.global_step == 0:
+            self.evaluate(args, state, model)
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        if self.every and state.global_step % self.every == 0:
+            self.evaluate(args, state, model)
+
+    def on_train_end(self, args, state, control, model=None, **kwargs):
+        # A stop request or a failing grader ended the stage early: stopping promptly matters more.
+        if state.global_step >= state.max_steps and not self.run.stop_path.exists():
+            self.evaluate(args, state, model)
+        self.close()
+
+    def evaluate(self, args, state, model) -> dict | None:
+        """Score the model as it is now and append the row; None when this process does not evaluate."""
+        import torch
+
+        from .generate import generate
+
+        if model is None or self.last_step == state.global_step or not self._usable(args):
+            return None
+        self.last_step = state.global_step
+        started = time.perf_counter()
+        if self.graders is None:
+            from graders import build_graders
+
+            self.graders = build_graders(self.heldout.specs, self.heldout.base_dir)
+        was_training = model.training
+        model.eval()  # no dropout; a PeftModel under GRPO generates with its adapter as it is
+        try:
+            with torch.no_grad():
+                texts = [o[0] for o in generate(model, self.heldout.tok, self.heldout.prompts, n=1,
+                                                max_new_tokens=self.heldout.max_new_tokens, temperature=0.0,
+                                                batch_size=64)]
+        finally:
+            model.train(was_training)
+        n = max(len(texts), 1)
+        row = {"stage": self.stage, "step": state.global_step, "run_step": self.offset + state.global_step,
+               "time": round(time.time(), 3)}
+        total = 0.0
+        for g in self.graders:
+            results = g.grade_batch(texts, self.heldout.items)
+            mean = sum(r.score for r in results if r.ok) / n
+            row[f"heldout/{g.name}"] = round(mean, 4)
+            total += g.weight * mean
+        row["heldout/reward"] = round(total, 4)
+        row["time/heldout_s"] = round(time.perf_counter() - started, 3)
+        self.run.append_metric(row)
+        return row
+
+    def close(self) -> None:
+        for g in self.graders or []:
+            g.close()
+        self.graders = None

@@ -83,9 +83,11 @@ def _log_to_run(run) -> None:
 def cmd_train(args) -> int:
     from . import distributed
     from .config import load_config, save_config
+    from .models import keep_bitsandbytes_quiet
     from .runs import RunFolder, new_run, open_run
     from .train import train_run
 
+    keep_bitsandbytes_quiet()  # before peft / trl import it: its CPU warning would fill every run log
     distributed.start()  # under `accelerate launch`: join the other ranks before choosing the run folder
     main = distributed.is_main()
     if args.resume:
@@ -186,7 +188,9 @@ def cmd_test_grader(argv: list[str]) -> int:
 
 def cmd_demo(args) -> int:
     from .demo import run_demo
+    from .models import keep_bitsandbytes_quiet
 
+    keep_bitsandbytes_quiet()
     return run_demo(runs_dir=args.runs_dir, as_json=args.json, rft_steps=args.rft_steps)
 
 

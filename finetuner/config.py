@@ -122,8 +122,9 @@ class RFTConfig:
     keep_best: int = _f(2, lo=0, help="Keep this many checkpoints with the best `eval_reward` (plus the latest).")
     save_steps: int = _f(50, "Save a resumable checkpoint every this many steps.", lo=1)
     logging_steps: int = _f(1, lo=1, help="Log metrics and rollouts every this many steps.")
-    max_grader_error_rate: float = _f(0.5, lo=0.0, hi=1.0, help="Stop the run when more than this share of grades in a step fail "
-                                      "(a broken grader would otherwise train on noise).")
+    max_grader_error_rate: float = _f(0.5, lo=0.0, hi=1.0, help="Stop the run when more than this share of grades in a step fail, "
+                                      "overall or for any one grader (a broken grader would otherwise train on "
+                                      "noise); 1 never stops.")
     use_vllm: str = _f("auto", "Generate rollouts with vLLM: `auto` uses it on a CUDA GPU when vLLM is installed "
                        "(colocated on the training GPU), else transformers; `colocate` always (refused when vLLM is "
                        "missing); `server` uses a separate `trl vllm-serve` at `vllm_server_url`; `off` never.",
@@ -144,6 +145,16 @@ class TrainConfig:
 
 
 @dataclass
+class EvalConfig:
+    every_steps: int = _f(0, lo=0, help="Score held-out rows with the run's graders every this many steps of each "
+                          "stage, and at the start (the base model) and end of each stage; greedy answers, logged "
+                          "as `heldout/<grader>` and `heldout/reward`, drawn as the Monitor's held-out chart. 0: "
+                          "off. Unlike `rft.eval_steps` (sampled, RFT only) it follows SFT too.")
+    rows: int = _f(100, lo=1, help="Held-out rows scored each time (the first ones of the eval split). Each "
+                   "evaluation generates one greedy answer per row, so more rows cost more time.")
+
+
+@dataclass
 class RunConfig:
     name: str = _f("run", required=True, help="A short name for the run; the run folder is named after it.")
     method: str = _f("sft", "`sft` learns from labelled answers; `rft` learns from graders' scores of its own "
@@ -157,6 +168,8 @@ class RunConfig:
     rft: RFTConfig = field(default_factory=RFTConfig, metadata={"help": "Hyper-parameters of the RFT stage."})
     train: TrainConfig = field(default_factory=TrainConfig, metadata={"help": "Optimizer and memory settings of "
                                                                             "both stages."})
+    eval: EvalConfig = field(default_factory=EvalConfig, metadata={"help": "Held-out scoring during training "
+                                                                         "(both stages)."})
     seed: int = _f(42, lo=0, hi=2**32 - 1, help="Random seed for data split, sampling and initialisation.")
     report_to: list = _f([], "Extra trackers fed by transformers: `tensorboard`, `wandb`, `mlflow`, `trackio` "
                          "(when installed). The run folder is always written.")
@@ -299,8 +312,34 @@ def load_config(path: str | Path) -> RunConfig:
     return from_dict(data, base_dir=str(path.resolve().parent))
 
 
+class _BlockDumper(yaml.SafeDumper):
+    """SafeDumper that writes multi-line text (a Python grader's `source`, a judge's rubric) as a literal
+    block (`|`), so the Run file reads like the code it holds instead of one escaped line."""
+
+
+# Unicode line breaks that PyYAML writes raw (with allow_unicode) and a loader then reads back as "\n".
+_RAW_BREAKS = ("\x85", "\u2028", "\u2029")
+
+
+def _represent_str(dumper, value: str):
+    # "|" is only a request: PyYAML's emitter falls back to a double-quoted string by itself when a block
+    # cannot hold the text exactly (a line ending in spaces, a tab, a \r), so loading gives the same value.
+    # Double quotes escape the unicode breaks, which any other style would let a loader turn into "\n".
+    style = '"' if any(b in value for b in _RAW_BREAKS) else "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_BlockDumper.add_representer(str, _represent_str)
+
+
+def yaml_text(data: Any) -> str:
+    """Plain data as YAML, keys in their order, multi-line text as literal blocks. Every YAML a person reads
+    (the Train tab's run.yaml, a run's config.yaml, the export's run.yaml) goes through here."""
+    return yaml.dump(data, Dumper=_BlockDumper, sort_keys=False, allow_unicode=True)
+
+
 def dump_yaml(cfg: RunConfig) -> str:
-    return yaml.safe_dump(to_dict(cfg), sort_keys=False, allow_unicode=True)
+    return yaml_text(to_dict(cfg))
 
 
 def save_config(cfg: RunConfig, path: str | Path) -> Path:

@@ -9,9 +9,9 @@ SFT (SFTTrainer):
   - `text` stays `{"text": ...}`.
 RFT (GRPOTrainer): `{"prompt": chat list or string, <every other column>}`. GRPO hands every other column to the
 reward functions, except `completion` and `completion_ids`, which it keeps for its own samples: a `completion`
-column (a reference answer) is therefore stored as `reference_completion` (REFERENCE_COLUMN), and whoever builds
-the graders' `item` from the reward kwargs renames it back (`grader_item`). `datasets` wants one type per
-column, so mixed columns become text (with a note).
+column (a reference answer) is therefore stored as `reference_completion` (REFERENCE_COLUMN), and the graders'
+`item` gets it back under its name (`graders.item.build_item`, which also adds the prompt as text). `datasets`
+wants one type per column, so mixed columns become text (with a note).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import json
 import re
 from dataclasses import dataclass, field
 
-from graders.reward import REFERENCE_COLUMN, grader_item  # noqa: F401 - graders own the renaming back
+from graders.item import REFERENCE_COLUMN, grader_item  # noqa: F401 - graders own the renaming back
 
 from .data_rows import Records
 from .errors import DataError

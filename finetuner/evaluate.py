@@ -140,15 +140,10 @@ MODELS = ModelCache()
 # ------------------------------------------------------------------ evaluation
 
 
-def _prompt_text(prompt) -> str:
-    if isinstance(prompt, str):
-        return prompt
-    users = [m.get("content") for m in prompt if isinstance(m, dict) and m.get("role") == "user"]
-    return str(users[-1]) if users else str(prompt)
-
-
 def eval_split(cfg, tok, rows: int) -> tuple[list, list[dict], list[str]]:
     """(prompts as the model sees them, items as graders see them, notes) for the first `rows` held-out rows."""
+    from graders.item import build_item
+
     from .data import load_stage_data
 
     try:
@@ -160,7 +155,8 @@ def eval_split(cfg, tok, rows: int) -> tuple[list, list[dict], list[str]]:
                         "`data.eval_fraction` above 0, and train again.")
     n = min(rows, len(data.eval)) if rows > 0 else len(data.eval)
     prompts = data.eval.select(range(n))["prompt"]
-    return prompts, data.eval_rows[:n], data.notes
+    # The items training's reward bridge would build for these prompts (graders.item), on the rows as read.
+    return prompts, [build_item(row, p) for row, p in zip(data.eval_rows[:n], prompts)], data.notes
 
 
 def evaluate_run(run: RunFolder, rows: int = 50, progress=None, max_new_tokens: int | None = None) -> dict:
@@ -240,10 +236,12 @@ def _summarise(run, cfg, graders, variants, outputs, n, tokens, notes, started) 
 
 
 def _write(run: RunFolder, results: dict, prompts, items, outputs) -> None:
+    from graders.item import prompt_text
+
     run.eval_dir.mkdir(parents=True, exist_ok=True)
     lines = []
     for i, item in enumerate(items):
-        lines.append({"row": i, "prompt": _prompt_text(prompts[i]), "reference": item.get("completion"),
+        lines.append({"row": i, "prompt": prompt_text(prompts[i]), "reference": item.get("completion"),
                       "item": item, "outputs": {k: rows[i] for k, rows in outputs.items()}})
     tmp = run.eval_dir / "samples.jsonl.tmp"
     tmp.write_text("".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in lines), encoding="utf-8")

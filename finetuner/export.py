@@ -21,6 +21,7 @@ from pathlib import Path
 
 import yaml
 
+from .config import yaml_text
 from .errors import FinetunerError, RunError
 from .runs import ACTIVE_STATES, RunFolder, refresh_state
 
@@ -33,6 +34,7 @@ SECRET_VALUE = re.compile(r"\b(sk-[A-Za-z0-9_-]{16,}|hf_[A-Za-z0-9]{20,}|gh[pous
                           r"AKIA[0-9A-Z]{16}|xox[abp]-[A-Za-z0-9-]{10,})")
 KEEP_KEYS = {"api_key_env"}  # names of environment variables, not their values
 FILE_KEYS = ("file", "schema_file")  # grader fields that name a file to ship with the bundle
+BUNDLE_PLACEHOLDER = "path/to/this-bundle"  # where the README's commands name the unzipped bundle
 
 
 class ExportError(FinetunerError):
@@ -211,10 +213,18 @@ def _readme(run: RunFolder, spec: dict, notes: list[str], has_results: bool) -> 
     lines = [f"# Finetuner run `{run.id}`", "",
              f"Method `{spec.get('method')}` on model `{(spec.get('model') or {}).get('name')}`. This bundle holds "
              "what is needed to train it again: `run.yaml` (paths relative to this folder), the data under "
-             "`data/` and grader files under `graders/`.", "", "## Train it again", "", "```bash",
-             "pip install finetuner   # or: git clone the project and run scripts/setup.sh",
-             "python -m finetuner train run.yaml", "```", "", "On several GPUs:", "", "```bash",
-             "accelerate launch -m finetuner train run.yaml", "```", "",
+             "`data/` and grader files under `graders/`.", "", "## Train it again", "",
+             # Finetuner is not on PyPI: a package there with the same name is an unrelated project, so the
+             # commands install from the project's own folder and never name a package we do not own.
+             "You need Finetuner itself: a copy or clone of the project this run was made with (the folder that "
+             "holds `app.py` and `scripts/setup.sh`). It is not published on PyPI; a package there with the "
+             "same name is a different project. In the project folder:", "", "```bash",
+             "cd path/to/finetuner        # the Finetuner project folder",
+             "bash scripts/setup.sh       # once: installs everything into .venv",
+             f".venv/bin/python -m finetuner train {BUNDLE_PLACEHOLDER}/run.yaml", "```", "",
+             f"`{BUNDLE_PLACEHOLDER}` is this folder. The run's folder appears under the project's `runs/` (and in "
+             "the app's Runs tab).", "", "On several GPUs, from the same folder:", "", "```bash",
+             f".venv/bin/accelerate launch -m finetuner train {BUNDLE_PLACEHOLDER}/run.yaml", "```", "",
              "LLM-judge graders read their API key from the environment variable named by `api_key_env`; keys are "
              "never stored in the bundle."]
     if has_results:
@@ -233,7 +243,7 @@ def export_bundle(run: RunFolder) -> Path:
     tmp = target.with_suffix(".zip.tmp")
     root = f"{run.id}-bundle"
     with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
-        zf.writestr(f"{root}/run.yaml", yaml.safe_dump(spec, sort_keys=False, allow_unicode=True))
+        zf.writestr(f"{root}/run.yaml", yaml_text(spec))
         zf.writestr(f"{root}/README.md", _readme(run, spec, notes, bool(results)))
         for name, source in files.items():
             zf.write(source, f"{root}/{name}")

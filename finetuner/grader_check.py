@@ -18,14 +18,17 @@ from .errors import DataError, FinetunerError
 
 
 def rft_items(cfg, tokenizer, rows: int | None):
-    """(prompts, items) of the RFT stage: prompts as the model sees them, items as graders see them."""
-    from .data import grader_item, load_stage_data
+    """(prompts, items) of the RFT stage: prompts as the model sees them, items as graders see them in training
+    (graders.item.build_item, the reward bridge's own function: `{{item.prompt}}` is the prompt's text)."""
+    from graders.item import build_item
+
+    from .data import load_stage_data
 
     data = load_stage_data(cfg, "rft", tokenizer)
     n = len(data.train) if not rows else min(rows, len(data.train))
     records = data.train.select(range(n)).to_list()
-    return [r["prompt"] for r in records], [grader_item({k: v for k, v in r.items() if k != "prompt"})
-                                            for r in records]
+    prompts = [r["prompt"] for r in records]
+    return prompts, [build_item({k: v for k, v in r.items() if k != "prompt"}, p) for r, p in zip(records, prompts)]
 
 
 def dry_run_config(cfg, rows: int = 20, samples: str = "column", k: int = 4, sample_column: str | None = None,
@@ -65,7 +68,7 @@ def dry_run_config(cfg, rows: int = 20, samples: str = "column", k: int = 4, sam
 
 
 def _file_form(args):
-    from graders import build_graders
+    from graders import build_graders, build_item
     from graders.dryrun import dry_run, load_grader_file
 
     from .data import read_source
@@ -75,7 +78,8 @@ def _file_form(args):
     specs = load_grader_file(args.grader)
     graders = build_graders(specs, base_dir=os.path.dirname(os.path.abspath(args.grader)))
     try:
-        rows = read_source(args.data).rows
+        # A file read as it is: its own `prompt` column (text or chat turns) is the prompt, as in training.
+        rows = [build_item(row) for row in read_source(args.data).rows]
         return dry_run(graders, rows, sample_column=args.sample_column, rows_limit=args.rows)
     finally:
         for g in graders:

@@ -357,7 +357,9 @@ class RFTCost:
     rollouts_per_step: int
     tokens_per_step: int  # generated, at most
     steps: int
-    seconds_per_step: tuple[float, float]  # (low, high): a rough range, not a measurement
+    seconds_per_step: tuple[float, float]  # (low, high): a rough range from the formula, not a measurement
+    # (seconds per step, where it was measured) when a run or probe on this machine timed these settings
+    measured: tuple[float, str] | None = None
 
     @property
     def total_rollouts(self) -> int:
@@ -366,10 +368,15 @@ class RFTCost:
     def text(self) -> str:
         lo, hi = self.seconds_per_step
         k = self.rollouts_per_step // max(1, self.prompts_per_step)
-        return (f"Per step: {self.prompts_per_step} prompts x {k} samples = {self.rollouts_per_step} rollouts, up to "
-                f"{self.tokens_per_step:,} generated tokens. {self.steps:,} steps: {self.total_rollouts:,} rollouts. "
-                f"Rough time: {_dur(lo)} to {_dur(hi)} per step, {_dur(lo * self.steps)} to {_dur(hi * self.steps)} "
-                f"in all (a guess from the model size, not a measurement).")
+        head = (f"Per step: {self.prompts_per_step} prompts x {k} samples = {self.rollouts_per_step} rollouts, up to "
+                f"{self.tokens_per_step:,} generated tokens. {self.steps:,} steps: {self.total_rollouts:,} rollouts. ")
+        if self.measured:
+            seconds, where = self.measured
+            return head + f"Time: {where}; about {_dur(seconds * self.steps)} for {self.steps:,} steps."
+        # The formula was off by 2-8x against real runs (1.1-4.5 s guessed, 7.9-9.5 s measured): say so.
+        return head + (f"Time: rough guess, not measured: {_dur(lo)} to {_dur(hi)} per step, {_dur(lo * self.steps)} "
+                       f"to {_dur(hi * self.steps)} in all (from the model size only; real steps can be several "
+                       f"times slower). Measure a step for a real number.")
 
 
 def _dur(seconds: float) -> str:
@@ -381,13 +388,14 @@ def _dur(seconds: float) -> str:
 
 
 def rft_cost(cfg, params: int, device: str = "cuda", prompt_tokens: int | None = None,
-             rows: int | None = None) -> RFTCost:
+             rows: int | None = None, measured: tuple[float, str] | None = None) -> RFTCost:
     """Rollouts and tokens per RFT step, and a rough time. Generation decodes a step's rollouts together, so it
     takes about max_completion_length decode steps (HF generate on a GPU: ~30 steps/s up to 4B parameters, ~15
     above; on CPU ~60/s for the built-in model, ~1/s for real ones); training costs about 6 x params FLOPs per
     token (forward, backward through frozen weights, checkpoint recompute) at an effective 20 TFLOP/s on a
     consumer GPU, 0.05 TFLOP/s on CPU. The range is x0.5 to x2. Steps come from `max_steps`, or from
-    `epochs` over `rows` prompts (100 when unknown)."""
+    `epochs` over `rows` prompts (100 when unknown). `measured` (seconds per step, where: see step_time.py)
+    replaces the guess in the text when a real run timed these settings."""
     r = cfg.rft
     rollouts = r.batch_size * r.grad_accum
     prompts = max(1, rollouts // r.num_generations)
@@ -399,4 +407,5 @@ def rft_cost(cfg, params: int, device: str = "cuda", prompt_tokens: int | None =
         decode_rate, flops = (60 if params < 1e8 else 1), 5e10
     seconds = (r.max_completion_length / decode_rate
                + 6 * params * rollouts * (prompt + r.max_completion_length) / flops)
-    return RFTCost(prompts, rollouts, rollouts * r.max_completion_length, steps, (seconds * 0.5, seconds * 2))
+    return RFTCost(prompts, rollouts, rollouts * r.max_completion_length, steps, (seconds * 0.5, seconds * 2),
+                   measured)

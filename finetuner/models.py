@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,7 +34,44 @@ def cuda_available() -> bool:
 
 
 def bitsandbytes_available() -> bool:
-    return importlib.util.find_spec("bitsandbytes") is not None
+    """Installed, even where keep_bitsandbytes_quiet has kept it out of this process (so CPU refusals still
+    say "needs a CUDA GPU", not "install bitsandbytes")."""
+    return _kept_out or importlib.util.find_spec("bitsandbytes") is not None
+
+
+# The one line bitsandbytes logs when imported on an AVX512-BF16 CPU without the optional `kernels` package.
+_BNB_CPU_LOGGER = "bitsandbytes.backends.cpu.ops"
+_BNB_NOISE = "gemm_4bit_forward"
+_kept_out = False
+
+
+def _bnb_note(record: logging.LogRecord) -> bool:
+    if _BNB_NOISE in str(record.msg):
+        # Kept as one short line that says why it does not matter, instead of the library's install advice.
+        record.msg, record.args, record.levelno, record.levelname = (
+            "bitsandbytes: its optional CPU 4-bit kernel is not installed; Finetuner trains 4-bit on CUDA only, "
+            "so nothing here uses it.", (), logging.INFO, "INFO")
+    return True
+
+
+def keep_bitsandbytes_quiet() -> bool:
+    """Call first in a process of ours (the training child, the demo) before peft / trl are imported: both
+    import bitsandbytes whenever it is installed, and on an AVX512-BF16 CPU that import logs "Failed to load CPU
+    gemm_4bit_forward ... kernels" into every run log. Without CUDA nothing of ours uses bitsandbytes (4-bit
+    and 8-bit optimizers are refused on CPU), so it is kept out of the process; with CUDA it is needed, and
+    that one line becomes a short note. Returns whether it was kept out. Not for a library caller's process:
+    the block lasts for the whole process."""
+    global _kept_out
+    if "bitsandbytes" in sys.modules:  # already imported (or already kept out): too late or nothing to do
+        return _kept_out
+    logging.getLogger(_BNB_CPU_LOGGER).addFilter(_bnb_note)
+    if cuda_available():
+        return False
+    # Python's documented way to make an import fail: a None entry in sys.modules raises ImportError, which
+    # peft and transformers treat as "not installed" (their checks use importlib.util.find_spec).
+    sys.modules["bitsandbytes"] = None
+    _kept_out = True
+    return True
 
 
 @dataclass

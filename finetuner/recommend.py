@@ -9,12 +9,14 @@ The rules follow the "Best For" section of the seed article (Reinforcement Fine-
 Fine-Tuning): labelled answers and style/format/knowledge -> SFT; verifiable answers with few labels -> RFT;
 both -> SFT then RFT. Two checks come from the grader dry run on base-model samples: a pass rate near 0
 means RFT has no successes to learn from (SFT first), near 1 means RFT has nothing left to teach.
-`verifiable_graders` and `base_pass_rate` derive the inputs from a project's graders and dry-run summary.
+`verifiable_graders` and `base_pass_rate` derive the inputs from a project's graders and dry-run summary;
+`model_caveat` says when the chosen model cannot do the task at all (the built-in `tiny` on a user's data).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 # Below this many labelled rows SFT tends to memorise (the article's "fewer than 100 labeled examples").
 FEW_ROWS = 100
@@ -25,15 +27,21 @@ COST_CAVEAT = ("RFT costs many times more compute per example than SFT: it sampl
 VERIFIABLE_TYPES = {"string_check", "regex", "json_schema", "math", "python", "text_similarity"}
 
 
+# A real small chat model to point to when the built-in one cannot do a user's task.
+REAL_MODELS = "a real chat model (e.g. SmolLM2-135M-Instruct or Qwen2.5-0.5B-Instruct)"
+
+
 @dataclass
 class Recommendation:
     method: str  # sft | rft | sft+rft
     reason: str
     caveats: list[str] = field(default_factory=list)
+    warning: str = ""  # shown first, in bold: the method given cannot learn as things stand
 
     def markdown(self) -> str:
         label = {"sft": "SFT", "rft": "RFT", "sft+rft": "SFT then RFT"}[self.method]
-        lines = [f"**Recommended: {label}.** {self.reason}"]
+        lines = [f"⚠️ **{self.warning}**", ""] if self.warning else []
+        lines += [f"**Recommended: {label}.** {self.reason}"]
         lines += [f"- {c}" for c in self.caveats]
         return "\n".join(lines)
 
@@ -79,15 +87,32 @@ def recommend(has_labels: bool, rows: int, n_graders: int, base_pass_rate: float
                               "reproduce the answers, their format and style, cheaply.", caveats)
     if not has_labels:
         if base_pass_rate is not None and base_pass_rate <= NO_SIGNAL:
-            caveats.append(f"The base model almost never succeeds{rate}: RFT may find nothing to reinforce. Add "
-                           "labelled answers and do SFT first, or give partial credit in the graders.")
-        elif base_pass_rate is not None and base_pass_rate >= SATURATED:
+            # RFT is the only method this data allows, and it would learn nothing: say that first.
+            return Recommendation(
+                "rft", "It is the only method for prompts without answers, but as things stand it would learn "
+                "nothing.",
+                [f"The base model almost never succeeds{rate}: every attempt gets the same zero reward. Add "
+                 "labelled examples (an answer column, mapped on the Data tab) and train SFT then RFT, so SFT "
+                 "teaches the task before RFT refines it.", "Or make the graders give partial credit (format, "
+                 "closeness), so some attempts score above others.", COST_CAVEAT],
+                warning="RFT cannot learn from all-zero rewards: every attempt scores the same, so there is "
+                        "nothing to reinforce. Labelled examples are needed.")
+        if base_pass_rate is not None and base_pass_rate >= SATURATED:
             caveats.append(f"The base model already succeeds{rate}: RFT will not help much; use harder prompts "
                            "or stricter graders.")
         caveats.append(COST_CAVEAT)
         return Recommendation("rft", "Your data has prompts without answers and you have graders: RFT learns from "
                               "the graders' scores of the model's own attempts.", caveats)
     # Labels and graders from here on.
+    if base_pass_rate is not None and base_pass_rate <= NO_SIGNAL:
+        # Before the style and few-rows rules: whatever the graders judge, all-zero rewards teach RFT nothing.
+        return Recommendation(
+            "sft+rft" if verifiable is not False else "sft",
+            f"The base model almost never passes your graders{rate}, so RFT alone would score every attempt "
+            "the same and have nothing to learn from: SFT first teaches the answers and their format"
+            + (", then RFT sharpens correctness." if verifiable is not False else "."),
+            ["After SFT, check the SFT model's scores on the Evaluate tab before a long RFT stage: RFT needs "
+             "some attempts to pass.", COST_CAVEAT])
     if base_pass_rate is not None and base_pass_rate >= SATURATED:
         return Recommendation("sft", f"The base model already passes your graders{rate}, so RFT has little to "
                               "teach; SFT can still teach the answers' style and format.",
@@ -97,10 +122,6 @@ def recommend(has_labels: bool, rows: int, n_graders: int, base_pass_rate: float
                               "have labelled answers: style and format are what SFT learns best, at a fraction "
                               "of RFT's cost.", ["RFT with an LLM judge is possible, but slow and costly; try SFT "
                                                  "first and add RFT if the judge's scores still lag.", COST_CAVEAT])
-    if base_pass_rate is not None and base_pass_rate <= NO_SIGNAL:
-        return Recommendation("sft+rft", f"The base model almost never passes your graders{rate}, so RFT alone "
-                              "would have no successes to learn from: SFT first teaches the answers and their "
-                              "format, then RFT sharpens correctness.", [COST_CAVEAT])
     if rows < FEW_ROWS and verifiable:
         return Recommendation("rft", f"You have few labelled rows ({rows}) but answers your graders can verify: "
                               "RFT learns from scored attempts and avoids the overfitting that SFT risks on small "
@@ -112,6 +133,31 @@ def recommend(has_labels: bool, rows: int, n_graders: int, base_pass_rate: float
                           "signal.")
     return Recommendation("sft+rft", "You have labelled answers and graders that verify them: SFT first grounds the "
                           "model in your answers and format, then RFT improves what the graders reward.", caveats)
+
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def own_data(path: str | None) -> bool:
+    """Whether `path` (the training data) is a person's own rather than a shipped example's, like the demo's."""
+    if not path:
+        return False
+    try:
+        return not Path(path).expanduser().resolve().is_relative_to(EXAMPLES)
+    except (OSError, ValueError):
+        return True
+
+
+def model_caveat(model: str, own: bool, base_pass_rate: float | None = None) -> str:
+    """What to say when `model` cannot do the task: the built-in `tiny` only learned the arithmetic demo, so on
+    a person's own data it writes noise and every RFT rollout scores 0. Empty when there is nothing to say."""
+    if model != "tiny" or not own:
+        return ""
+    seen = ("" if base_pass_rate is None else
+            f" (its samples scored {base_pass_rate:.0%} of the maximum in the grader test)")
+    return (f"The built-in `tiny` model knows only the arithmetic demo: on your data it writes noise{seen}, and "
+            f"RFT cannot learn from noise that scores 0. Pick {REAL_MODELS} in Model, as a local folder path or "
+            "a Hugging Face id.")
 
 
 # ---------------------------------------------------------------- models and settings per GPU size

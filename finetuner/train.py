@@ -347,6 +347,9 @@ def _train_stages(cfg: RunConfig, run: RunFolder, resume: bool) -> None:
     if plan.notice:
         log.warning(plan.notice)
         notices.insert(0, plan.notice)
+    from .callbacks import HeldoutSet
+
+    heldout = HeldoutSet.prepare(cfg, tok, notices)  # `eval.every_steps`: None when off
     run.write_status(device=plan.device, quantization="4bit" if plan.quantize_4bit else
                      ("bf16" if plan.device == "cuda" else "fp32"), notice=" ".join(notices), notices=notices)
     if not resume:
@@ -363,7 +366,7 @@ def _train_stages(cfg: RunConfig, run: RunFolder, resume: bool) -> None:
         if resume and ckpt is None:
             log.warning("No checkpoint of the %s stage was saved: it starts again from its first step.", stage)
         trainer = _train_stage(cfg, run, stage, model, tok, datasets[stage], peft_config, plan.device, offset,
-                               ckpt)
+                               ckpt, heldout)
         model = trainer.model
         steps = trainer.state.global_step
         stage_steps[stage] = steps
@@ -400,10 +403,10 @@ def _sft_adapter_model(model, run: RunFolder):
     return PeftModel.from_pretrained(model, str(path), is_trainable=True)
 
 
-def _train_stage(cfg, run, stage, model, tok, data, peft_config, device, offset, ckpt):
+def _train_stage(cfg, run, stage, model, tok, data, peft_config, device, offset, ckpt, heldout=None):
     from transformers.trainer_callback import PrinterCallback
 
-    from .callbacks import ProgressCallback, RunFolderCallback
+    from .callbacks import HeldoutCallback, ProgressCallback, RunFolderCallback
 
     bridge = None
     if stage == "rft":
@@ -414,6 +417,13 @@ def _train_stage(cfg, run, stage, model, tok, data, peft_config, device, offset,
     cb = RunFolderCallback(run, stage, offset, bridge=bridge, max_error_rate=cfg.rft.max_grader_error_rate,
                            keep_best=cfg.rft.keep_best if stage == "rft" else 0)
     callbacks = [cb, ProgressCallback(stage)]
+    scorer = None
+    if heldout is not None:
+        # After RunFolderCallback, so its step timing leaves the held-out scoring out. The base model is scored
+        # at step 0 of the run's first stage only: a later stage's step 0 is the previous stage's end.
+        scorer = HeldoutCallback(run, stage, heldout, cfg.eval.every_steps, offset,
+                                 base=stage == cfg.stages[0] and ckpt is None)
+        callbacks.append(scorer)
     try:
         if stage == "sft":
             trainer = build_sft_trainer(cfg, run, model, tok, data, peft_config, device, callbacks)
@@ -427,6 +437,8 @@ def _train_stage(cfg, run, stage, model, tok, data, peft_config, device, offset,
     finally:
         if bridge is not None:
             bridge.close()
+        if scorer is not None:
+            scorer.close()
     trainer.run_callback = cb
     return trainer
 

@@ -1,6 +1,6 @@
 """Built-in graders that need no code: string_check, regex, json_schema, length.
 
-`string_check` follows OpenAI's fields (`input`, `reference`, `operation`: eq, ne, like, ilike). The others
+`string_check` follows OpenAI's fields (`input`, `reference`, `operation`: eq, ne (or neq), like, ilike). The others
 are ours: `regex` (search / match / fullmatch, flags, a templated pattern), `json_schema` (the output parses
 and validates), and `length` (char / word / token bounds, to stop a policy from winning by length).
 text_similarity lives in similarity.py and math in math_grader.py.
@@ -35,6 +35,7 @@ class StringCheck(Grader):
     type = "string_check"
     FIELDS = {"input", "reference", "operation"}
     OPERATIONS = ("eq", "ne", "like", "ilike")
+    ALIASES = {"neq": "ne"}  # how OpenAI's graders guide spells `ne` in its prose
 
     def __init__(self, name: str, input: Template, reference: Template, operation: str, weight: float = 1.0):
         super().__init__(name, weight)
@@ -42,8 +43,9 @@ class StringCheck(Grader):
 
     @classmethod
     def from_spec(cls, r: SpecReader, base_dir: str):
-        return cls(r.name, r.template("input"), r.template("reference"),
-                   r.choice("operation", cls.OPERATIONS), r.number("weight", 1.0))
+        op = r.choice("operation", cls.OPERATIONS + tuple(cls.ALIASES))
+        return cls(r.name, r.template("input"), r.template("reference"), cls.ALIASES.get(op, op),
+                   r.number("weight", 1.0))
 
     def _grade_one(self, sample, item):
         a, b = self.input.render(sample, item), self.reference.render(sample, item)

@@ -4,9 +4,11 @@
     report = dry_run(graders, rows, samples=[[c1, c2, c3, c4], ...])  # K completions per row (base model)
     print(report.text()); report.rows_json(); report.summary_json()
 
-The summary has the mean reward, a histogram, the error rate and warnings: rewards all near the bottom
-("too hard: do SFT first"), near the top ("too easy: RFT will not help"), or equal within each row's group
-("no learning signal": GRPO learns from differences within a group).
+`rows` are the graders' items, built by the caller with `graders.item.build_item` as training builds them (so
+`{{item.prompt}}` is the prompt's text). The summary has the mean reward, a histogram, the error rate and
+warnings: a grader that failed on every sample, rewards all near the bottom ("too hard: do SFT first"), near the
+top ("too easy: RFT will not help"), or equal within each row's group ("no learning signal": GRPO learns from
+differences within a group).
 """
 
 from __future__ import annotations
@@ -70,10 +72,22 @@ class DryRunReport:
             groups.setdefault(r.row, []).append(r.total)
         return list(groups.values())
 
+    def failed_everywhere(self) -> dict[str, str]:
+        """{grader: its latest error} for each grader that failed on every sample: it can teach nothing."""
+        out = {}
+        for name in self.names:
+            errors = [r.errors.get(name) for r in self.results]
+            if errors and all(errors):
+                out[name] = f"{errors[-1]['type']}: {errors[-1]['message']}"
+        return out
+
     def warnings(self) -> list[str]:
         out, totals = [], self.totals
         if not totals:
             return ["no rows were graded"]
+        for name, latest in self.failed_everywhere().items():
+            out.append(f"grader `{name}` failed on every sample: it scores 0 for everything, so it cannot teach "
+                       f"anything (latest: {latest[:300]}). Fix it or remove it before training.")
         if self.error_rate > 0:
             kinds = Counter(e["type"] for r in self.results for e in r.errors.values())
             first = next(e for r in self.results for e in r.errors.values())
@@ -124,6 +138,7 @@ class DryRunReport:
             "min": min(totals, default=None), "max": max(totals, default=None),
             "range": list(self.range) if self.range else None, "histogram": self.histogram(),
             "error_rate": self.error_rate,
+            "failed_graders": self.failed_everywhere(),
             "errors_by_type": dict(Counter(e["type"] for r in self.results for e in r.errors.values())),
             "graders": graders,
             "constant_groups": (sum(1 for g in groups if max(g) - min(g) < 1e-9) / len(groups)) if groups else None,

@@ -3,7 +3,8 @@
 Used by judge.py; runs only on the judges' event loop (graders/aio.py). The client is built on first use
 with `max_retries=0`: retries (429, 5xx, 408, timeouts, dropped connections) are ours, with exponential
 backoff or the server's Retry-After, so that they are counted and reported. Failures come back as
-`JudgeCallError` values rather than exceptions, so one bad row cannot sink a batch.
+`JudgeCallError` values rather than exceptions, so one bad row cannot sink a batch. A judge bound for OpenAI
+(no base_url, no OPENAI_BASE_URL) without a key fails every call at once, before any request, naming the variable.
 """
 
 from __future__ import annotations
@@ -43,6 +44,14 @@ class HttpBackend:
             if key is None and self.api_key_env:
                 raise JudgeCallError("judge_server_error", f"the environment variable {self.api_key_env} (named "
                                      "in api_key_env) is not set; set it to the judge server's API key")
+            if not key and not self.api_key_env and not (self.base_url or os.environ.get("OPENAI_BASE_URL")):
+                # This judge talks to OpenAI itself, which refuses every request without a key: say so now
+                # rather than send a placeholder key and retry (a local server, with base_url, needs none).
+                raise JudgeCallError("judge_server_error", "no API key for OpenAI: this judge has no base_url, so "
+                                     "it calls api.openai.com, and the environment variable OPENAI_API_KEY is "
+                                     "not set. Set OPENAI_API_KEY before starting Finetuner, name the variable "
+                                     "that holds the key in api_key_env, or give base_url for your own server "
+                                     "(vLLM, Ollama, llama.cpp)")
             # max_retries=0: we retry ourselves, so backoff and counts are ours to report
             self._client = openai.AsyncOpenAI(base_url=self.base_url, api_key=key or "not-needed",
                                               timeout=self.timeout_s, max_retries=0)

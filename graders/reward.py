@@ -10,7 +10,8 @@ log_metric=..., log_extra=...). Every function is named after its grader (TRL lo
 judges get `async def` functions, which TRL awaits concurrently; the rest are plain functions, and a Python
 grader sends the whole batch to its worker pool in one go. A grader error is a 0 for TRL, never an
 exception; it is counted and kept with the row. The calls for one batch are merged into one row per
-completion, recognised by the `completions` list object TRL passes to every function.
+completion, recognised by the `completions` list object TRL passes to every function. Each completion's
+`item` is `build_item(its dataset columns, its prompt)` (graders/item.py), as in dry runs and evaluation.
 """
 
 from __future__ import annotations
@@ -19,20 +20,8 @@ import threading
 import time
 
 from graders.base import Grader, GradeResult, combine, completion_text, make_sample
+from graders.item import REFERENCE_COLUMN, build_item, grader_item  # noqa: F401 - re-exported for the engine
 from graders.templating import to_text
-
-# GRPOTrainer keeps a dataset column named `completion` for itself, so the engine stores a reference answer as
-# `reference_completion` (finetuner/data_trl.py); graders see it under its real name, {{item.completion}}.
-REFERENCE_COLUMN = "reference_completion"
-
-
-def grader_item(row: dict) -> dict:
-    """The dataset row as graders see it (`{{item.<column>}}`): the reference answer back under `completion`."""
-    if REFERENCE_COLUMN not in row:
-        return row
-    item = {k: v for k, v in row.items() if k != REFERENCE_COLUMN}
-    item["completion"] = row[REFERENCE_COLUMN]
-    return item
 
 
 _NOT_COLUMNS = {"trainer_state", "log_metric", "log_extra", "environments", "completion_ids", "prompts",
@@ -110,10 +99,8 @@ class RewardBridge:
         columns = {k: v for k, v in kwargs.items() if k not in _NOT_COLUMNS}
         items = []
         for i in range(n):
-            item = grader_item({k: (v[i] if isinstance(v, (list, tuple)) and len(v) == n else v)
-                                for k, v in columns.items()})
-            item["prompt"] = prompts[i]
-            items.append(item)
+            items.append(build_item({k: (v[i] if isinstance(v, (list, tuple)) and len(v) == n else v)
+                                     for k, v in columns.items()}, prompts[i]))
         batch = _Batch(prompts, completions, [make_sample(c) for c in completions], items)
         batch.tag = dict(self.tag)
         with self._lock:

@@ -75,7 +75,8 @@ def test_bundle_has_config_data_commands_and_no_secrets(run, tmp_path):
     assert judge["api_key_env"] == "OPENAI_API_KEY" and "api_key" not in judge and judge["headers"] == {}
     assert judge["sampling_params"] == {"max_tokens": 5} and "hf_token" not in spec
     readme = zf.read(f"{root}/README.md").decode()
-    assert "python -m finetuner train run.yaml" in readme and "accelerate launch -m finetuner train run.yaml" in readme
+    assert "python -m finetuner train path/to/this-bundle/run.yaml" in readme
+    assert "accelerate launch -m finetuner train path/to/this-bundle/run.yaml" in readme
     everything = b"".join(zf.read(n) for n in names)
     for secret in (b"sk-live-SECRET", b"sk-abcdefghijklmnop", b"hf_ABCDEFGHIJ"):
         assert secret not in everything
@@ -86,6 +87,35 @@ def test_bundle_has_config_data_commands_and_no_secrets(run, tmp_path):
 
     cfg = load_config(out / root / "run.yaml")
     assert os.path.isfile(cfg.resolve(cfg.data.train))
+
+
+def test_bundle_readme_commands_install_from_the_project_and_train(run, tmp_path):
+    """The README's commands, run as written (placeholders filled in), train the bundle; and it never tells
+    anyone to install `finetuner` from PyPI, where that name is an unrelated package."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    zf = zipfile.ZipFile(export.export_bundle(run))
+    root = f"{run.id}-bundle"
+    zf.extractall(tmp_path)
+    readme = zf.read(f"{root}/README.md").decode()
+    assert "pip install finetuner" not in readme and "bash scripts/setup.sh" in readme
+    project = Path(__file__).resolve().parents[1]
+    assert (project / "scripts" / "setup.sh").is_file()  # what "cd path/to/finetuner" must find
+    train = next(ln for ln in readme.splitlines() if " -m finetuner train " in ln and "accelerate" not in ln)
+    command = train.replace(export.BUNDLE_PLACEHOLDER, str(tmp_path / root)).split()
+    if not (project / command[0]).exists():  # a checkout tested with another interpreter than its .venv
+        command[0] = sys.executable
+    command += ["--runs-dir", str(tmp_path / "runs"), "--set", "sft.max_steps=1", "--set", "rft.max_steps=1"]
+    done = subprocess.run(command, cwd=project, capture_output=True, text=True, timeout=900,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "finished" in done.stdout
+    metrics = next((tmp_path / "runs").glob("*/metrics.jsonl")).read_text()
+    assert '"loss"' in metrics  # it really trained, on the bundle's own data
+    launcher = next(ln for ln in readme.splitlines() if "accelerate launch" in ln and "-m finetuner" in ln)
+    assert (Path(sys.executable).parent / "accelerate").exists() and launcher.startswith(".venv/bin/accelerate")
 
 
 def test_hub_push_offline_says_so_and_never_leaks_the_token(run, monkeypatch):

@@ -20,12 +20,12 @@ CSS = """
 def build_app(ctx: AppContext):
     import gradio as gr
 
-    from . import tab_data, tab_evaluate, tab_graders, tab_monitor, tab_runs, tab_train, welcome
+    from . import draft, tab_data, tab_evaluate, tab_graders, tab_monitor, tab_runs, tab_train, welcome
 
     with gr.Blocks(title=TITLE, analytics_enabled=False) as demo:
         project = gr.State(new_project())
         run_id = gr.State("")
-        welcome.header(ctx)
+        header = welcome.header(ctx)
         with gr.Tabs() as tabs:
             shared = Shared(project=project, run_id=run_id, tabs=tabs)
             with gr.Tab("1. Data", id="data"):
@@ -41,6 +41,7 @@ def build_app(ctx: AppContext):
             with gr.Tab("Runs", id="runs"):
                 tab_runs.build(ctx, shared)
         welcome.wire_demo_button(ctx, shared)
+        draft.wire(ctx, shared, header, demo)  # the draft on disk: restored on load, saved on change
     return demo
 
 

@@ -26,7 +26,9 @@ def new_project() -> dict:
              Data tab; tokens = {"what", "p95", "max"} feeds the memory estimate
     graders: list of grader specs exactly as in a run's YAML `graders:` list
     dry_run: the last grader test summary (graders.dryrun summary_json) plus "source" ("base" or "column")
-             and "k", or None; only base-model samples give the pass rate the method advice uses
+             and "k", "failed_graders" ({grader: latest error} for graders that failed on every row: Launch
+             refuses while they stand) and "graders_key" (which graders were tested), or None; only
+             base-model samples give the pass rate the method advice uses
     config:  overrides for the RunConfig the Train tab writes (nested dict), may be empty
     """
     return {"data": {}, "graders": [], "dry_run": None, "config": {}}
@@ -53,8 +55,14 @@ class AppContext:
         """Start `config` unless a run is training: the check and the start are one step under a lock file in
         the runs folder, so two Launch clicks (two browser tabs, two app processes) never start two runs.
         Raises RunError naming the run in the way."""
+        from ..errors import RunError
         from ..runs import launch
+        from ..step_time import active_probe
 
+        probe = active_probe(self.runs_dir)
+        if probe is not None:  # "Measure a step" is timing a few steps: a run beside it would spoil both
+            raise RunError(f"A step is being measured (probe `{probe.get('id')}`, a few steps): launch again when "
+                           "it ends, in a minute or two.")
         return launch(config, self.runs_dir, exclusive=True)
 
 

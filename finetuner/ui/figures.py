@@ -3,10 +3,13 @@
     figs = monitor_figures(watch.columns, smoothing=0.6, log_y=False, revision=run_id)
     figs["reward"]        # one go.Figure per panel: loss, reward, kl, length, signal, time, memory
 
-`columns` is anything with `get(key) -> (x, y) | None`, `keys(prefix)` and `stage_starts` (see
+`columns` is anything with `get(key) -> (x, y) | None`, `keys(prefix)`, `stage_starts` and `stages` (see
 run_watch.MetricColumns). Every curve is cut to at most `max_points` points by averaging buckets, and
 smoothing (TensorBoard's EMA weight, 0 = off) is applied after that with the weight raised to the bucket
 size, so a long run costs the same to draw as a short one and looks the same as if smoothed point by point.
+Buckets and smoothing never cross a stage boundary: each stage's curve is computed from its own points and
+its smoothing restarts at its first point (an EMA carried from SFT's loss into RFT's drew a decay that was
+not in the data).
 The stage change (SFT -> RFT) is a dashed vertical line with a label on every timeline figure.
 """
 
@@ -54,13 +57,41 @@ def ema(y, weight: float) -> np.ndarray:
     return out
 
 
-def series(columns, key: str, smoothing: float = 0.0, max_points: int = MAX_POINTS):
-    """(x, y_raw, y_smoothed) ready to plot, or None when the metric was never logged."""
+def stage_spans(columns) -> list[tuple[float, float, str]]:
+    """(from, to, stage) of each stage's stretch of the timeline, in order; one open span without stages."""
+    stages = list(getattr(columns, "stages", []) or [])
+    starts = [(-math.inf, stages[0] if stages else ""), *getattr(columns, "stage_starts", [])]
+    ends = [x for x, _ in starts[1:]] + [math.inf]
+    return [(lo, hi, stage) for (lo, stage), hi in zip(starts, ends, strict=True)]
+
+
+def stage_series(columns, key: str, smoothing: float = 0.0, max_points: int = MAX_POINTS):
+    """[(stage, (x, y_raw, y_smoothed))] for each stage that logged `key`, each bucketed and smoothed on its
+    own points only, or None when the metric was never logged. The point budget is shared by the stages in
+    proportion to their points."""
     got = columns.get(key)
     if got is None:
         return None
-    x, y, bucket = downsample(*got, max_points)
-    return x, y, ema(y, smoothing ** bucket if smoothing > 0 else 0.0)
+    x, y = np.asarray(got[0], dtype=float), np.asarray(got[1], dtype=float)
+    masks = [(stage, (x >= lo) & (x < hi)) for lo, hi, stage in stage_spans(columns)]
+    masks = [(stage, m) for stage, m in masks if m.any()]
+    out = []
+    for stage, m in masks:
+        share = max_points if len(x) <= max_points else max(1, int(max_points * m.sum() / len(x)))
+        sx, sy, bucket = downsample(x[m], y[m], share)
+        out.append((stage, (sx, sy, ema(sy, smoothing ** bucket if smoothing > 0 else 0.0))))
+    return out or None
+
+
+def series(columns, key: str, smoothing: float = 0.0, max_points: int = MAX_POINTS):
+    """(x, y_raw, y_smoothed) ready to plot, or None when the metric was never logged; the stages' curves
+    (see stage_series) one after another."""
+    parts = stage_series(columns, key, smoothing, max_points)
+    if parts is None:
+        return None
+    if len(parts) == 1:
+        return parts[0][1]
+    return tuple(np.concatenate([p[1][i] for p in parts]) for i in range(3))
 
 
 def _base(title: str, revision: str, y_title: str = "", height: int = HEIGHT) -> go.Figure:
@@ -115,21 +146,26 @@ def _line(fig, s, name, color, smoothing, width=2, raw_ghost=True, **kw):
 
 def loss_figure(columns, smoothing=0.0, log_y=False, revision="", max_points=MAX_POINTS) -> go.Figure:
     fig = _base("Training loss", revision, "loss")
-    s = series(columns, "loss", smoothing, max_points)
-    if s is None:
+    parts = stage_series(columns, "loss", smoothing, max_points)
+    if parts is None:
         return _empty(fig, "No loss logged yet.")
-    x, raw, smooth = s
     # SFT's cross-entropy and GRPO's policy loss are different quantities: one curve per stage.
-    bounds = [b for b, _ in getattr(columns, "stage_starts", [])]
-    stages = list(getattr(columns, "stages", [])) or ["loss"]
-    edges = [-math.inf, *bounds, math.inf]
-    for i, stage in enumerate(stages[:len(edges) - 1]):
-        m = (x > edges[i]) & (x < edges[i + 1])
-        if m.any():
-            _line(fig, (x[m], raw[m], smooth[m]), f"{stage.upper()} loss", PALETTE[i], smoothing)
+    stages = list(getattr(columns, "stages", []) or [])
+    for stage, s in parts:
+        color = PALETTE[stages.index(stage) % len(PALETTE)] if stage in stages else PALETTE[0]
+        _line(fig, s, f"{stage.upper()} loss" if stage else "loss", color, smoothing)
+    if "rft" in stages:
+        # The question TRL's issues get most about GRPO: its loss is ~0 on purpose (the advantages of a group
+        # average to zero), so a flat zero is not a stalled run.
+        fig.update_layout(title_subtitle_text=RFT_LOSS_NOTE, title_subtitle_font={"size": 11, "color": GREY},
+                          margin={"t": 58})
     if log_y:
         fig.update_yaxes(type="log")
     return mark_stages(fig, columns)
+
+
+RFT_LOSS_NOTE = ("RFT (GRPO) loss stays near 0 by design: it is not a measure of progress. "
+                 "Watch the reward curve.")
 
 
 def reward_figure(columns, smoothing=0.0, revision="", max_points=MAX_POINTS) -> go.Figure:
@@ -281,3 +317,58 @@ def eval_bar_figure(results: dict) -> go.Figure:
     top = max([v for t in fig.data for v in t.y if v is not None] or [1.0])
     fig.update_yaxes(range=[0, max(top, 0.01) * 1.18])  # room for the value labels above the bars
     return fig
+
+
+HELDOUT = "heldout/"
+HELDOUT_TOTAL = "heldout/reward"
+HELDOUT_TITLE = "Held-out score (greedy answers to the eval split)"
+
+
+def heldout_figure(columns, revision: str = "") -> go.Figure:
+    """The `heldout/<grader>` curves (`eval.every_steps`): greedy answers to the same held-out rows, scored at
+    the start (base model), every N steps and at the end of each stage, on the run_step timeline. Unlike the
+    sampled train reward it shows what the model answers when asked, so this is where learning shows."""
+    fig = _base(HELDOUT_TITLE, revision, "mean score")
+    graders = [k for k in columns.keys(HELDOUT) if k != HELDOUT_TOTAL]
+    if not graders:
+        return mark_stages(_empty(fig, "No held-out scores: set `eval.every_steps` (the demo does) to score the "
+                                       "eval split during training."), columns)
+    for i, key in enumerate(graders):
+        _line(fig, series(columns, key), key[len(HELDOUT):], PALETTE[i % len(PALETTE)], 0.0)
+        fig.data[-1].mode = "lines+markers"  # sparse points: each one is a scoring of the whole split
+    if len(graders) > 1 and columns.get(HELDOUT_TOTAL) is not None:
+        _line(fig, series(columns, HELDOUT_TOTAL), "reward (weighted sum)", BLUE, 0.0, width=3, raw_ghost=False)
+        fig.data[-1].update(mode="lines+markers", line={"dash": "dot", "color": BLUE, "width": 2})
+    top = max(float(np.nanmax(t.y)) for t in fig.data)
+    fig.update_yaxes(range=[-0.02, max(1.0, top) + 0.05])
+    return mark_stages(fig, columns)
+
+
+def heldout_table(columns) -> dict:
+    """{"headers", "data"}: each held-out score of the base model (the first point, when it is step 0), after
+    SFT and after RFT (each stage's last point so far), one row per grader, the weighted reward and the step of
+    each column; empty data when the run logged none. At the end of an SFT -> RFT run this is its base / SFT / RFT comparison."""
+    keys = [k for k in columns.keys(HELDOUT) if k != HELDOUT_TOTAL]
+    if columns.get(HELDOUT_TOTAL) is not None:
+        keys.append(HELDOUT_TOTAL)
+    if not keys:
+        return {"headers": ["score"], "data": []}
+    x0 = columns.get(keys[0])[0]
+    stages = list(getattr(columns, "stages", [])) or ["sft"]
+    edges = [-math.inf, *(b for b, _ in getattr(columns, "stage_starts", [])), math.inf]
+    picks = []  # (header, the point's x) for each column of the table
+    if x0[0] == 0:
+        picks.append(("base model", 0.0))
+    for i, stage in enumerate(stages[:len(edges) - 1]):
+        inside = x0[(x0 > edges[i]) & (x0 < edges[i + 1]) & (x0 > 0)]
+        if len(inside):
+            picks.append((f"after {stage.upper()}", float(inside[-1])))
+    data = []
+    for key in keys:
+        x, y = columns.get(key)
+        values = {float(a): float(b) for a, b in zip(x, y)}
+        name = "reward (weighted)" if key == HELDOUT_TOTAL else key[len(HELDOUT):]
+        data.append([name, *(f"{values[px]:.3f}" if px in values else "" for _h, px in picks)])
+    # Short headers keep the table narrow beside its chart; the steps (the chart's x) go in a row of their own.
+    data.append(["at step", *(str(int(px)) for _h, px in picks)])
+    return {"headers": ["score", *(h for h, _ in picks)], "data": data}

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import re
 
 from graders import build_graders
@@ -213,7 +214,9 @@ def python_template(columns: list[str], example: dict | None = None) -> str:
                 lines.append(f"#     {key:<{width}} e.g. {shown}")
     else:
         lines.append("#     (upload data on the Data tab to list its columns here)")
-    lines += ["# print(...) output appears in the test table's log column. Return a number, usually 0 to 1.", "", ""]
+    lines += ['#   item["prompt"] is the prompt as text (several chat turns: "role: content" lines), and',
+              '#   item["messages"] the same prompt as chat turns, in tests as in training.',
+              "# print(...) output appears in the test table's log column. Return a number, usually 0 to 1.", "", ""]
     ref = _pick_reference(columns)
     if ref:
         lines += ["def grade(sample, item) -> float:", '    output = sample["output_text"].strip()',
@@ -247,6 +250,11 @@ def test_connection(spec: dict, item: dict | None = None, sample: str | None = N
                        "judge model, or a clearer rubric, usually fixes this.")
     if err.type == "invalid_variable":
         return False, f"⚠️ The judge prompt uses a value the test row lacks: {err.message}"
+    if "connection failed" in err.message or "timed out" in err.message:
+        # Nothing answered: the usual cause is a server that was never started, or another port or path.
+        url = spec.get("base_url") or os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1"
+        return False, (f"❌ Could not use the judge at {where}: {err.message}. Is the server running at {url}? "
+                       "Start it (or fix the address) and test again.")
     return False, f"❌ Could not use the judge at {where}: {err.message}"
 
 

@@ -6,7 +6,8 @@ describe one rollout in full with the rest of its group.
     text = rollout_detail(watch.samples, keys[0])
 
 Rows are referred to by their index in the run's sample list ("keys"), so a table row can be mapped back
-to the full rollout even though the table shows only shortened text. Newest first.
+to the full rollout even though the table shows only shortened text. Newest first. A click is mapped back by
+the clicked row's own cells (`find_row`): the table refreshes on a timer, so a position may name a newer row.
 """
 
 from __future__ import annotations
@@ -101,20 +102,57 @@ def _fmt(v) -> str:
     return "error" if v is None else f"{v:.3g}"
 
 
+def _table_row(row: dict, graders: list[str]) -> list:
+    scores = row.get("scores") or {}
+    errors = row.get("errors") or {}
+    return [str(row.get("stage", "")).upper(), row.get("step"), row.get("split", "train"), _fmt(row.get("total")),
+            *[_fmt(scores.get(g)) if g in scores else "" for g in graders],
+            ", ".join(f"{g}: {e.get('type')}" for g, e in errors.items()),
+            _short(row.get("completion")), _short(row.get("prompt"), 80)]
+
+
 def rollout_table(samples: list[dict], keys: list[int], graders: list[str]) -> dict:
     """{"headers", "data"} for a gr.Dataframe: step, split, total, one column per grader, errors, texts."""
     headers = ["stage", "step", "split", "total", *graders, "errors", "completion", "prompt"]
-    data = []
-    for i in keys:
-        row = samples[i]
-        scores = row.get("scores") or {}
-        errors = row.get("errors") or {}
-        data.append([str(row.get("stage", "")).upper(), row.get("step"), row.get("split", "train"),
-                     _fmt(row.get("total")),
-                     *[_fmt(scores.get(g)) if g in scores else "" for g in graders],
-                     ", ".join(f"{g}: {e.get('type')}" for g, e in errors.items()),
-                     _short(row.get("completion")), _short(row.get("prompt"), 80)])
-    return {"headers": headers, "data": data}
+    return {"headers": headers, "data": [_table_row(samples[i], graders) for i in keys]}
+
+
+def _norm(value) -> str:
+    # A table cell as the browser sends it back: numbers may come back as 23 or 23.0, an empty cell as null.
+    if value is None:
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return str(value)
+
+
+def _fixed_cells(cells: list) -> list[str]:
+    """The cells that do not depend on which graders the table had columns for: stage, step, split, total,
+    errors, completion, prompt."""
+    return [_norm(c) for c in (*cells[:4], *cells[-3:])]
+
+
+def find_row(samples: list[dict], keys: list[int], index: int | None, row_value=None) -> int | None:
+    """The sample key of a clicked table row. `row_value` (the row's cells as the page showed them) decides;
+    `keys[index]` is only the first guess, since the table on the page may be older than `keys`: rows are
+    prepended as steps arrive, so the clicked row is at `index` or further down. Without `row_value`: `keys[index]`.
+    None when no rollout has those cells (the rows were dropped from the file since)."""
+    if not row_value:
+        return keys[index] if index is not None and 0 <= index < len(keys) else None
+    want = _fixed_cells(list(row_value))
+
+    def same(key: int) -> bool:
+        return 0 <= key < len(samples) and _fixed_cells(_table_row(samples[key], [])) == want
+
+    index = index if index is not None else 0
+    if 0 <= index < len(keys) and same(keys[index]):
+        return keys[index]
+    # Identical rows (a GRPO group whose completions are all alike) are told apart by position: the nearest one at
+    # or below the clicked place.
+    hits = sorted((j for j, key in enumerate(keys) if same(key)), key=lambda j: (j < index, abs(j - index)))
+    if hits:
+        return keys[hits[0]]
+    return next((i for i in range(len(samples) - 1, -1, -1) if same(i)), None)
 
 
 def _fence(text) -> str:

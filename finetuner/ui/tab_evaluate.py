@@ -4,23 +4,31 @@ compare answers row by row, and chat with the base and the tuned model side by s
 The work is finetuner/evaluate.py's (`evaluate_run`, `chat_reply`, the model cache); this module lays it out.
 An evaluation runs in Gradio's worker thread with a progress bar and `concurrency_limit=1`, so two people
 pressing Evaluate queue up instead of loading models twice, while every other event keeps flowing.
+What the tab says about a run (its state, which adapters it has) is read from the run folder whenever the tab is
+shown, the run is picked or set by another tab, and every few seconds while that run trains (`view`, `tick`).
 """
 
 from __future__ import annotations
 
+import logging
 import time
 
 import gradio as gr
 
 from .. import evaluate as ev
 from ..config import load_config
-from ..errors import RunError
-from ..runs import list_runs, open_run
+from ..errors import FinetunerError, RunError
+from ..runs import ACTIVE_STATES, list_runs, open_run, refresh_state
 from . import figures
 from .context import AppContext, Shared, bind, safe
+from .eval_tables import COMPARE_FILTERS, ROW_HINT, comparison_table, row_detail, summary_table
 from .tab_monitor import run_choices
+from .tab_shown import on_shown
 
-COMPARE_FILTERS = ("all rows", "B scored higher", "B scored lower", "same score")
+log = logging.getLogger("finetuner.ui")
+LIVE_SECONDS = 3.0  # how often the tab re-reads a run that is training (the timer is off otherwise)
+DEFAULT_ROWS = 50
+ROWS_INFO = "More rows give steadier numbers but take longer: each model answers each row."
 
 
 def pick_run(ctx: AppContext, wanted: str | None, choices) -> str:
@@ -39,44 +47,19 @@ def attach(ctx: AppContext, wanted: str | None):
     return gr.update(choices=choices, value=pick_run(ctx, wanted, choices) or None)
 
 
-def summary_table(results: dict | None) -> dict:
-    """{"headers", "data"}: one row per model, one column per grader, the weighted total, grader errors and
-    the mean answer length in characters."""
-    if not results:
-        return {"headers": ["model", "total"], "data": []}
-    graders = [g["name"] for g in results["graders"]]
-    weights = {g["name"]: g["weight"] for g in results["graders"]}
-    headers = ["model", *[f"{g} (×{weights[g]:g})" for g in graders], "total", "errors", "chars"]
-    data = []
-    for m in results["models"].values():
-        data.append([m["label"], *[f"{m['scores'][g]:.3f}" for g in graders], f"{m['total']:.3f}",
-                     sum(m["errors"].values()), f"{m['mean_chars']:.0f}"])
-    return {"headers": headers, "data": data}
-
-
-def comparison_table(samples: list[dict], a: str, b: str, which: str = COMPARE_FILTERS[0]) -> dict:
-    """Per held-out row: prompt, reference, model A's and model B's answers and totals."""
-    headers = ["row", "prompt", "reference", "A answer", "A total", "B answer", "B total"]
-    data = []
-    for s in samples:
-        oa, ob = s["outputs"].get(a), s["outputs"].get(b)
-        if oa is None or ob is None:
-            continue
-        diff = ob["total"] - oa["total"]
-        if (which == COMPARE_FILTERS[1] and diff <= 0) or (which == COMPARE_FILTERS[2] and diff >= 0) or \
-                (which == COMPARE_FILTERS[3] and diff != 0):
-            continue
-        data.append([s["row"], s["prompt"], s.get("reference") or "", oa["completion"], f"{oa['total']:.3g}",
-                     ob["completion"], f"{ob['total']:.3g}"])
-    return {"headers": headers, "data": data}
-
-
-def _status_line(run_id: str, results: dict | None, variants) -> str:
+def _status_line(run_id: str, results: dict | None, variants, state: str | None = None) -> str:
     if not results:
         names = ", ".join(label for _k, label, _a in variants)
         if len(variants) < 2:
+            if state in ACTIVE_STATES:
+                return (f"Run `{run_id}` is {state} and has no trained adapter yet: **Evaluate** works once a stage "
+                        f"has finished or the run is stopped (this line updates when it does).")
+            if state:
+                return (f"Run `{run_id}` is {state} without a saved adapter (a force stop or a failure before "
+                        f"a stage ended saves none), so there is nothing to compare with the base model.")
             return f"Run `{run_id}` has no trained adapter yet: evaluate it once a stage has finished."
-        return f"Not evaluated yet. **Evaluate** will compare: {names}."
+        live = f" Run `{run_id}` is still {state}: its newest adapter is used." if state in ACTIVE_STATES else ""
+        return f"Not evaluated yet. **Evaluate** will compare: {names}.{live}"
     when = time.strftime("%d %b %H:%M", time.localtime(results.get("created", 0)))
     best = max(results["models"].values(), key=lambda m: m["total"])
     base = results["models"].get("base", {}).get("total", 0.0)
@@ -87,8 +70,9 @@ def _status_line(run_id: str, results: dict | None, variants) -> str:
 
 
 def show_run(ctx: AppContext, run_id: str, a: str | None = None, b: str | None = None,
-             which: str = COMPARE_FILTERS[0]):
-    """Everything the tab shows for a run: status, summary, chart, comparison, playground choices."""
+             which: str = COMPARE_FILTERS[0], tuned_now: str | None = None):
+    """Everything the tab shows for a run: status, summary, chart, comparison, playground choices. Read from the
+    run folder each call (status.json, the adapters there now, eval/), so it is never older than the call."""
     if not run_id:
         empty = {"headers": ["model"], "data": []}
         return ("Pick a run.", empty, figures.eval_bar_figure({}), gr.update(choices=[]), gr.update(choices=[]),
@@ -101,12 +85,99 @@ def show_run(ctx: AppContext, run_id: str, a: str | None = None, b: str | None =
     a = a if a in done else (done[0] if done else None)
     b = b if b in done and b != a else (done[-1] if done else None)
     tuned = [(label, key) for key, label, _p in variants if key != "base"]
-    return (_status_line(run_id, results, variants), summary_table(results),
+    tuned_keys = [k for _label, k in tuned]
+    status = _status_line(run_id, results, variants, run.read_status().get("state"))
+    newer = [label for key, label, _p in variants if results and key not in done]
+    if newer:
+        status += (f" New since then: {', '.join(newer)}; press **Evaluate** again to include "
+                   f"{'it' if len(newer) == 1 else 'them'}.")
+    return (status, summary_table(results),
             figures.eval_bar_figure(results or {}),
             gr.update(choices=[c for c in keys if c[1] in done], value=a),
             gr.update(choices=[c for c in keys if c[1] in done], value=b),
             comparison_table(samples, a, b, which) if results else {"headers": ["row"], "data": []},
-            gr.update(choices=tuned, value=tuned[-1][1] if tuned else None))
+            gr.update(choices=tuned, value=tuned_now if tuned_now in tuned_keys else
+                      (tuned_keys[-1] if tuned_keys else None)))
+
+
+_HELD_OUT: dict = {}  # (run folder, config mtime) -> held-out row count: counting reads the run's data once
+
+
+def held_out_rows(run) -> int | None:
+    """How many held-out rows the run has (the rows Evaluate can answer), or None when its data cannot be read
+    now (moved, a Hub id offline): then the slider keeps its general range."""
+    from ..data import load_stage_data
+
+    try:
+        key = (str(run.path), run.config_path.stat().st_mtime_ns)
+    except OSError:
+        return None
+    if key not in _HELD_OUT:
+        try:
+            # The split evaluate_run uses (the RFT stage's held-out rows); no tokenizer is needed to count them.
+            data = load_stage_data(load_config(run.config_path), "rft", None)
+            _HELD_OUT[key] = len(data.eval_rows)
+        except (FinetunerError, OSError, ValueError) as err:
+            log.info("Could not count the held-out rows of %s: %s", run.path, err)
+            return None
+    return _HELD_OUT[key]
+
+
+def rows_slider(ctx: AppContext, run_id: str):
+    """The "Held-out rows" slider for a run: up to its held-out row count, defaulting to all of them up to 50."""
+    n = held_out_rows(open_run(ctx.runs_dir, run_id)) if run_id else None
+    if not n:
+        return gr.update(minimum=5, maximum=500, step=5, value=DEFAULT_ROWS, info=ROWS_INFO)
+    return gr.update(minimum=1, maximum=n, step=1, value=min(DEFAULT_ROWS, n),
+                     info=f"This run holds out {n} row{'s' if n != 1 else ''}. More rows give steadier numbers but "
+                          f"take longer: each model answers each row.")
+
+
+def signature(ctx: AppContext, run_id: str) -> dict:
+    """What this tab's view of a run depends on: its state, its adapters on disk, its last evaluation. Cheap to
+    compute (status.json and a few stats), so the live timer compares it instead of redrawing every tick."""
+    if not run_id:
+        return {"run": ""}
+    try:
+        run = open_run(ctx.runs_dir, run_id)
+    except RunError:
+        return {"run": run_id, "missing": True}
+    results = run.eval_dir / "results.json"
+    return {"run": run_id, "state": refresh_state(run).get("state"),  # notices a training process that died
+            "variants": [[k, label] for k, label, _p in ev.model_variants(run)],
+            "eval": results.stat().st_mtime_ns if results.exists() else None}
+
+
+def view(ctx: AppContext, run_id: str, a=None, b=None, which=COMPARE_FILTERS[0], tuned_now=None,
+         seen: dict | None = None) -> tuple:
+    """Every output of the tab (OUTPUT order of `build`), recomputed from the run folders: the run list's state
+    labels, show_run's outputs, the rows slider (only when the run changed), the live timer (on while the run
+    trains) and the signature the timer compares."""
+    choices = run_choices(ctx)
+    ids = [c[1] for c in choices]
+    if run_id not in ids:  # deleted meanwhile, or nothing picked yet
+        run_id = pick_run(ctx, None, choices)
+    sig = signature(ctx, run_id)
+    slider = rows_slider(ctx, run_id) if (seen or {}).get("run") != run_id else gr.skip()
+    return (gr.update(choices=choices, value=run_id or None), *show_run(ctx, run_id, a, b, which, tuned_now),
+            slider, gr.Timer(active=sig.get("state") in ACTIVE_STATES), sig)
+
+
+def attach_view(ctx: AppContext, wanted: str | None):
+    """Page load, or another tab set the run (Launch, the Runs tab's Evaluate): show `wanted` (else the newest
+    run with an adapter), freshly read."""
+    return view(ctx, pick_run(ctx, wanted, run_choices(ctx)))
+
+
+def tick(ctx: AppContext, run_id: str, seen, a=None, b=None, which=COMPARE_FILTERS[0], tuned_now=None):
+    """The live timer (on only while the shown run trains): redraw when its state or adapters changed."""
+    try:
+        if signature(ctx, run_id) == seen:
+            return gr.skip()
+        return view(ctx, run_id, a, b, which, tuned_now, seen)
+    except Exception:  # noqa: BLE001 - a poll must not raise a toast every few seconds; the next one retries
+        log.warning("Evaluate refresh of %s failed", run_id, exc_info=True)
+        return gr.skip()
 
 
 def run_evaluation(ctx: AppContext, run_id: str, rows: int, max_tokens: int, progress=gr.Progress()):
@@ -154,25 +225,29 @@ def build(ctx: AppContext, shared: Shared):
     with gr.Row():
         picker = gr.Dropdown(label="Run", choices=[], scale=3,
                              info="The run to evaluate; the one opened in the Monitor or Runs tab is picked.")
-        rows = gr.Slider(5, 500, value=50, step=5, label="Held-out rows", scale=2,
-                         info="More rows give steadier numbers but take longer: 3 models answer each row.")
+        # Its range follows the picked run's held-out row count (rows_slider).
+        rows = gr.Slider(5, 500, value=DEFAULT_ROWS, step=5, label="Held-out rows", scale=2, info=ROWS_INFO)
         max_tokens = gr.Number(0, label="Max new tokens", precision=0, scale=1, minimum=0,
                                info="Answer length limit; 0: the run's own (rft.max_completion_length)")
     with gr.Row(equal_height=True):
         go_btn = gr.Button("Evaluate", variant="primary", size="md", scale=0, min_width=160)
         status = gr.Markdown()
-    with gr.Row():
-        summary = gr.Dataframe(label="Mean score per grader (× weight; total = weighted sum; errors = failed "
-                               "grades; chars = mean answer length)",
-                               interactive=False, scale=1)
-        chart = gr.Plot(show_label=False, scale=1)
+    # The summary has a column per grader: on a row of its own it fits (beside the chart it was cut at the right).
+    summary = gr.Dataframe(label="Mean score per grader (× weight; total = weighted sum; errors = failed "
+                           "grades; chars = mean answer length)", interactive=False, wrap=True)
+    chart = gr.Plot(show_label=False)
     with gr.Accordion("Row by row: compare two models' answers", open=True):
         with gr.Row():
             a = gr.Dropdown(label="Model A", choices=[], info="Usually the base model")
             b = gr.Dropdown(label="Model B", choices=[], info="Usually the most trained one")
             which = gr.Dropdown(list(COMPARE_FILTERS), value=COMPARE_FILTERS[0], label="Show",
                                 info="Where B beats A, loses to it, or ties")
-        rows_table = gr.Dataframe(interactive=False, wrap=True, max_height=480, label="Held-out rows")
+        # Fixed widths and cut texts: sized by content, a long prompt took the whole width and pushed the answers
+        # and scores off the screen. The full row shows below when clicked.
+        rows_table = gr.Dataframe(interactive=False, wrap=True, max_height=480,
+                                  label="Held-out rows (click a row to read it in full)",
+                                  column_widths=["5%", "25%", "14%", "20%", "8%", "20%", "8%"])
+        row_box = gr.Markdown(ROW_HINT)
     with gr.Accordion("Playground: chat with the base and the tuned model side by side", open=True):
         with gr.Row():
             tuned = gr.Dropdown(label="Tuned model", choices=[], info="Which adapter of the run answers on the right")
@@ -192,8 +267,19 @@ def build(ctx: AppContext, shared: Shared):
             clear = gr.Button("Clear both chats", size="md", scale=0, min_width=160)
 
     outs = [status, summary, chart, a, b, rows_table, tuned]
-    gr.on(triggers=None, fn=safe(bind(ctx, attach)), inputs=[shared.run_id], outputs=picker)
-    picker.change(safe(bind(ctx, show_run)), inputs=[picker], outputs=outs)
+    seen = gr.State(None)
+    live = gr.Timer(LIVE_SECONDS, active=False)  # on only while the shown run trains (view decides)
+    # Every view is read from the run folder when it is needed, never kept from an earlier moment: on page load
+    # and when another tab sets the run, when the user picks one, each time this tab is shown, and while the run
+    # trains, when its status.json or adapters change.
+    everything = [picker, *outs, rows, live, seen]
+    keep = [a, b, which, tuned]
+    # Only run_id as input: with triggers=None, a change of any input would fire it (picking Model A would jump
+    # the picker back to the run another tab set).
+    gr.on(triggers=None, fn=safe(bind(ctx, attach_view)), inputs=[shared.run_id], outputs=everything)
+    picker.input(safe(bind(ctx, view)), inputs=[picker, *keep, seen], outputs=everything)
+    on_shown(picker, safe(bind(ctx, view)), inputs=[picker, *keep, seen], outputs=everything)
+    live.tick(safe(bind(ctx, tick)), inputs=[picker, seen, *keep], outputs=everything, show_progress="hidden")
     # One progress bar (on the summary) rather than a spinner over each of the seven outputs.
     def evaluate_clicked(run_id, n_rows, tokens, progress=gr.Progress()):
         # A named closure, not bind(): Gradio finds the progress bar by this default in the signature.
@@ -202,7 +288,18 @@ def build(ctx: AppContext, shared: Shared):
     go_btn.click(safe(evaluate_clicked), inputs=[picker, rows, max_tokens], outputs=outs,
                  concurrency_limit=1, concurrency_id="finetuner-evaluate", show_progress_on=[summary])
     gr.on([a.input, b.input, which.input], safe(bind(ctx, compare)), inputs=[picker, a, b, which], outputs=rows_table)
+
+    def on_row(run_id, model_a, model_b, shown_rows, evt: gr.SelectData):
+        if not run_id:
+            return gr.skip()
+        results, samples = ev.load_results(open_run(ctx.runs_dir, run_id))
+        labels = {k: m["label"] for k, m in (results or {}).get("models", {}).items()}
+        return row_detail(samples, model_a, model_b, evt.row_value, evt.index[0] if evt.index else None,
+                          shown_rows, labels)
+
+    rows_table.select(safe(on_row), inputs=[picker, a, b, which], outputs=row_box)
     gr.on([send.click, msg.submit], safe(bind(ctx, chat)),
           inputs=[picker, tuned, msg, base_chat, tuned_chat, temperature, chat_tokens],
           outputs=[msg, base_chat, tuned_chat])
     gr.on([clear.click, picker.change], lambda: ([], []), outputs=[base_chat, tuned_chat])
+    picker.change(lambda: ROW_HINT, outputs=row_box)

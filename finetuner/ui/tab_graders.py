@@ -6,8 +6,11 @@ as it is added. "Test on data" grades data rows (a column, or K base-model sampl
 per-row table, a histogram and the dry run's warnings (too hard / too easy / no learning signal).
 
 Fills `project["graders"]` (specs exactly as in a run's YAML) and `project["dry_run"]` (the dry run's
-summary_json plus `source`: "base" | "column" and `k`). Handlers are plain functions; form building and
-spec checks live in grader_forms.py.
+summary_json plus `source`: "base" | "column", `k`, and `graders_key`, the fingerprint of the graders it
+tested). A grader that failed on every test row (summary `failed_graders`) blocks Launch while that test still
+describes the current graders (grader_report.blocking_failure, which the Train tab asks). Graders see each row
+as `graders.item.build_item` makes it, as in training. Handlers are plain functions; form building and spec
+checks live in grader_forms.py, the test's tables and verdict in grader_report.py.
 """
 
 from __future__ import annotations
@@ -19,10 +22,12 @@ import os
 import gradio as gr
 import yaml
 
-from ..config import from_dict
+from ..config import from_dict, yaml_text
 from ..errors import DataError, FinetunerError
 from . import grader_forms as gf
 from .context import Shared, new_project, safe
+from .grader_report import (blocking_failure, graders_key, histogram, rows_table,  # noqa: F401 - the tab's API
+                            summary_markdown, warnings_markdown)
 
 BASE, COLUMN = "Base-model samples (K per prompt)", "A data column (e.g. the reference answers)"
 TABLE_HEAD = ["name", "type", "weight", "checks"]
@@ -60,7 +65,7 @@ def specs_table(specs: list[dict]) -> list[list]:
 def _list_view(project: dict, message: str = "", selected: str | None = None):
     """(project, table, yaml, grader picker, message): what every change to the list redraws."""
     specs = project.get("graders") or []
-    text = yaml.safe_dump(specs, sort_keys=False, allow_unicode=True) if specs else ""
+    text = yaml_text(specs) if specs else ""
     names = [s.get("name") for s in specs]
     picker = gr.update(choices=names, value=selected if selected in names else (names[0] if names else None))
     return project, specs_table(specs), text, picker, message
@@ -91,7 +96,7 @@ def judge_connection(project, kind, name, weight, system, user, base_url, model,
                      passing):
     """One request through the judge, with the first data row when there is one."""
     spec = gf.judge_spec(kind, name, weight, system, user, base_url, model, key_env, low, high, labels, passing)
-    return gf.test_connection(spec, _first_row(project))[1]
+    return gf.test_connection(spec, _first_item(project, spec))[1]
 
 
 def add_python(project, name, weight, source, timeout_s):
@@ -188,6 +193,27 @@ def _first_row(project: dict) -> dict | None:
     return dict(row) if row is not None else None
 
 
+def _first_item(project: dict, spec: dict) -> dict | None:
+    """The first row the RFT stage grades, as graders see it in training (`item.prompt` is its text), or None.
+    `spec` (the grader being tried) stands in for the project's graders, which may not exist yet."""
+    from graders.item import build_item
+
+    from ..grader_check import rft_items
+    from .data_view import TOKENIZER_LOCK, tokenizer_for
+
+    row = _first_row(project)
+    if row is None:
+        return None
+    try:
+        cfg = dry_run_cfg({**project, "graders": [spec]})
+        tok, _note = tokenizer_for("tiny")  # items do not depend on the tokenizer: the prompt is text in them
+        with TOKENIZER_LOCK:
+            items = rft_items(cfg, tok, 1)[1]
+    except FinetunerError:
+        items = []  # data the stage cannot read yet: the file's first row as it is
+    return items[0] if items else build_item(row)
+
+
 @functools.lru_cache(maxsize=8)
 def _read_first_row(path: str, stamp) -> dict | None:
     # Cached per file version: every project change redraws this tab, and files can be large.
@@ -241,59 +267,10 @@ def test_on_data(project, rows, source, column, k):
     with TOKENIZER_LOCK:
         _prompts, items = rft_items(cfg, tok, int(rows))
     summary = report.summary_json()
-    project["dry_run"] = {**summary, "source": "base" if base else "column", "k": int(k) if base else 1}
-    return (project, summary_markdown(summary, base), warnings_markdown(summary), histogram(summary),
-            gr.update(value=rows_table(report, items), visible=True), gr.update(visible=True))
-
-
-def summary_markdown(summary: dict, base: bool) -> str:
-    what = f"{summary['samples_per_row']} base-model samples per prompt" if base else "one text per row"
-    lines = [f"**Mean reward {summary['mean']:.3f}** (std {summary['std']:.3f}) over {summary['samples']} samples "
-             f"from {summary['rows']} rows ({what}) · **error rate {summary['error_rate']:.0%}**", "",
-             "| grader | weight | mean | errors |", "|---|---|---|---|"]
-    for name, g in summary["graders"].items():
-        mean = "n/a" if g["mean"] is None else f"{g['mean']:.3f}"
-        lines.append(f"| `{name}` | {g['weight']:g} | {mean} | {g['error_rate']:.0%} |")
-    return "\n".join(lines)
-
-
-def warnings_markdown(summary: dict):
-    warnings = summary.get("warnings") or []
-    if not warnings:
-        return gr.update(value="✅ No warnings: the rewards vary and the graders ran cleanly.", visible=True)
-    # "too hard: rewards are ..." -> the label in bold, the explanation after it
-    lines = [f"⚠️ **{w.split(':', 1)[0]}**:{w.split(':', 1)[1]}" if ":" in w else f"⚠️ {w}" for w in warnings]
-    return gr.update(value="\n\n".join(lines), visible=True)
-
-
-def histogram(summary: dict):
-    import plotly.graph_objects as go
-
-    h = summary["histogram"]
-    edges, counts = h["edges"], h["counts"]
-    width = edges[1] - edges[0]
-    fig = go.Figure(go.Bar(x=[(a + b) / 2 for a, b in zip(edges, edges[1:])], y=counts, width=width * 0.92,
-                           marker_color="#4c78a8", hovertemplate="reward %{x:.2f}: %{y} samples<extra></extra>"))
-    fig.add_vline(x=summary["mean"], line_dash="dash", line_color="#e45756",
-                  annotation_text=f"mean {summary['mean']:.2f}", annotation_position="top")
-    fig.update_layout(title="Total reward per sample", xaxis_title="total reward (weighted sum)",
-                      yaxis_title="samples", height=320, margin=dict(l=50, r=20, t=50, b=45),
-                      template="plotly_white", bargap=0.05)
-    return fig
-
-
-def rows_table(report, items: list[dict]) -> list[list]:
-    """One row per graded sample: where, the text, the item's fields, each grader's score, total, errors, logs."""
-    out = []
-    for r in report.results:
-        item = items[r.row] if r.row < len(items) else {}
-        fields = " · ".join(f"{k}={str(v)[:40]}" for k, v in item.items() if k != "prompt" and v is not None)
-        scores = ["ERR" if n in r.errors else round(r.scores[n], 3) for n in report.names]
-        errors = "; ".join(f"{n}: [{e['type']}] {e['message']}" for n, e in r.errors.items())
-        logs = "; ".join(f"{n}: {v}" for n, v in r.logs.items())
-        out.append([r.row + 1, "" if r.sample is None else r.sample + 1, r.text[:300], fields[:200], *scores,
-                    round(r.total, 3), errors[:300], logs[:300]])
-    return {"headers": ["row", "sample", "output", "item", *report.names, "total", "errors", "logs"], "data": out}
+    project["dry_run"] = {**summary, "source": "base" if base else "column", "k": int(k) if base else 1,
+                          "graders_key": graders_key(project["graders"])}
+    return (project, summary_markdown(summary, base), warnings_markdown(summary, blocking_failure(project)),
+            histogram(summary), gr.update(value=rows_table(report, items), visible=True), gr.update(visible=True))
 
 
 def from_project(project, code=None, last_template=None, source=None, column=None, pick=None):

@@ -29,7 +29,7 @@ TICK_SECONDS = 2.0
 TABLE_ROWS = 200  # rollouts shown at once; filters narrow the rest down
 PLOTS = figures.PANELS
 OUTPUTS = (*PLOTS, "progress", "warnings", "stop", "force", "table", "keys", "error_filter", "score_of", "detail",
-           "picker", "seen")
+           "picker", "seen", "heldout", "heldout_table")
 FILTER_LABELS = ("step_min", "step_max", "split", "grader_error", "score_of", "score_min", "score_max", "search")
 STATE_COLORS = {"running": "#2f9e44", "queued": "#868e96", "stopping": "#e67700", "finished": "#1c7ed6",
                 "stopped": "#868e96", "failed": "#e03131"}
@@ -98,8 +98,17 @@ def _empty_view(text: str = NO_RUN) -> dict:
     out.update(progress=f"<div>{text}</div>", warnings="", stop=gr.update(interactive=False),
                force=gr.update(interactive=False),
                table={"headers": ["step", "total", "completion"], "data": []}, keys=[],
-               error_filter=gr.skip(), score_of=gr.skip(), detail="", picker=gr.skip(), seen=None)
+               error_filter=gr.skip(), score_of=gr.skip(), detail="", picker=gr.skip(), seen=None,
+               heldout=gr.update(visible=False), heldout_table=gr.update(visible=False))
     return out
+
+
+def heldout_outputs(columns, run_id: str) -> dict:
+    """The held-out chart and its base / SFT / RFT table (`eval.every_steps`), shown only when the run has them."""
+    table = figures.heldout_table(columns)
+    shown = bool(table["data"])
+    return {"heldout": gr.update(value=figures.heldout_figure(columns, run_id), visible=shown),
+            "heldout_table": gr.update(value=table, visible=shown)}
 
 
 def view(ctx: AppContext, run_id: str, smoothing: float, log_y: bool, live: bool, seen: dict | None,
@@ -128,7 +137,8 @@ def view(ctx: AppContext, run_id: str, smoothing: float, log_y: bool, live: bool
         key = (watch.metrics_version, *opts)
         figs = watch.figure_cache.get(key)  # shared by every browser watching this run
         if figs is None:
-            figs = watch.figure_cache[key] = figures.monitor_figures(watch.columns, opts[0], opts[1], run_id)
+            figs = figures.monitor_figures(watch.columns, opts[0], opts[1], run_id)
+            figs = watch.figure_cache[key] = {**figs, **heldout_outputs(watch.columns, run_id)}
         out.update(figs)
         out["warnings"] = _warnings_md(health_warnings(watch))
     if seen is None or (seen["m"], seen["st"]) != (now["m"], now["st"]):
@@ -198,11 +208,17 @@ def apply_filters(ctx, run_id, *filter_values):
     return out["table"], out["keys"]
 
 
-def select_rollout(ctx, run_id, keys, row_index) -> str:
-    if not run_id or row_index is None or not (0 <= row_index < len(keys or [])):
+def select_rollout(ctx, run_id, keys, row_index, row_value=None) -> str:
+    """The detail of the clicked rollout. The table refreshes on a timer, so by the time a click arrives `keys`
+    may already hold a newer list than the table the person clicked (new rows prepended): the row is found by
+    its own cells (`row_value`, sent with the click), `row_index` only narrowing the search."""
+    if not run_id or row_index is None:
         return gr.skip()
     watch = get_watch(open_run(ctx.runs_dir, run_id).path, refresh=False)
-    return rollouts.rollout_detail(watch.samples, keys[row_index])
+    key = rollouts.find_row(watch.samples, keys or [], row_index, row_value)
+    if key is None:
+        return "*That rollout is no longer in the run's samples (old segments are dropped as a run grows).*"
+    return rollouts.rollout_detail(watch.samples, key)
 
 
 # ------------------------------------------------------------------ stopping
@@ -260,6 +276,11 @@ def build(ctx: AppContext, shared: Shared):
                                info="Refresh the rollout table as new steps arrive. Untick to keep it still "
                                     "while you read.")
     plots = {}
+    with gr.Row(equal_height=False):
+        # First, where a person looks: greedy held-out scores show learning that sampled train rewards hide.
+        heldout_plot = gr.Plot(show_label=False, visible=False, scale=3)
+        heldout_table = gr.Dataframe(interactive=False, visible=False, scale=2,
+                                     label="Held-out score: base / after SFT / after RFT")
     for row in (("loss", "reward"), ("kl", "length"), ("signal", "time"), ("memory",)):
         with gr.Row():
             for name in row:
@@ -294,7 +315,7 @@ def build(ctx: AppContext, shared: Shared):
 
     filters = [step_min, step_max, split, err, score_of, score_min, score_max, search]
     outs = [*(plots[n] for n in PLOTS), progress_box, warnings_box, stop_btn, force_btn, table, keys, err,
-            score_of, detail, picker, seen]
+            score_of, detail, picker, seen, heldout_plot, heldout_table]
     view_inputs = [picker, smoothing, log_y, live]
     gr.on(triggers=None, fn=safe(bind(ctx, attach)), inputs=[shared.run_id], outputs=picker)
     reload_btn.click(safe(bind(ctx, attach)), inputs=[picker], outputs=picker)
@@ -307,7 +328,7 @@ def build(ctx: AppContext, shared: Shared):
           outputs=[table, keys])
 
     def on_select(run_id, shown, evt: gr.SelectData):
-        return select_rollout(ctx, run_id, shown, evt.index[0] if evt.index else None)
+        return select_rollout(ctx, run_id, shown, evt.index[0] if evt.index else None, evt.row_value)
 
     table.select(safe(on_select), inputs=[picker, keys], outputs=detail)
     stop_btn.click(safe(bind(ctx, stop)), inputs=picker, outputs=stop_btn)

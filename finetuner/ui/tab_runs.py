@@ -21,7 +21,9 @@ from . import figures
 from .context import AppContext, Shared, bind, confirm_row, safe
 from .run_watch import forget, get_watch, latest, tail_rows
 from .tab_monitor import run_choices
+from .tab_shown import on_shown
 
+LIVE_SECONDS = 5.0  # the table's refresh while a run trains; off otherwise (opening the tab re-reads it)
 HEADERS = ["run", "state", "method", "model", "steps", "started", "duration", "reward", "eval reward", "loss",
            "note"]
 
@@ -73,16 +75,33 @@ def refresh(ctx: AppContext, selected: str | None = None):
     return table, ids, gr.update(choices=choices, value=value), gr.update(choices=choices)
 
 
+def _live(table: dict) -> bool:
+    state = HEADERS.index("state")
+    return any(row[state] in ACTIVE_STATES for row in table["data"])
+
+
+def shown(ctx: AppContext, selected: str | None = None):
+    """Page load, another tab set the run, or this tab was opened: the table read from the run folders now, and
+    the timer on while a run trains (a table computed earlier showed a finished run as running)."""
+    listing = refresh(ctx, selected)
+    return (*listing, gr.Timer(active=_live(listing[0])), listing[0])
+
+
 def auto_refresh(ctx: AppContext, last: dict | None):
-    """The timer: redraw the table only when a row changed (a run started, ended or moved on)."""
+    """The timer (on while a run trains): redraw the table only when a row changed (a run started, ended or
+    moved on); it switches itself off once nothing trains."""
     table, ids = runs_table(ctx)
     if table == last:
         return gr.skip()
     choices = run_choices(ctx)
-    return table, ids, gr.update(choices=choices), gr.update(choices=choices), table
+    return table, ids, gr.update(choices=choices), gr.update(choices=choices), table, gr.Timer(active=_live(table))
 
 
-def select_row(ids: list[str], row_index: int | None):
+def select_row(ids: list[str], row_index: int | None, row_value=None):
+    """The run of a clicked row: its own first cell (the run id), since the timer may have redrawn the table
+    (a new run on top) between the page drawing it and the click arriving; else its place in `ids`."""
+    if row_value and row_value[0] in (ids or []):
+        return row_value[0]
     if row_index is None or not (0 <= row_index < len(ids or [])):
         return gr.skip()
     return ids[row_index]
@@ -185,8 +204,9 @@ def export_adapter(ctx: AppContext, run_id: str):
 
 def export_bundle(ctx: AppContext, run_id: str):
     path = export.export_bundle(_run(ctx, run_id))
-    return str(path), (f"Bundle saved as `{path}`: run.yaml, data, graders, README with the commands "
-                       f"(`python -m finetuner train run.yaml`, `accelerate launch -m finetuner train run.yaml`).")
+    return str(path), (f"Bundle saved as `{path}`: run.yaml, data, graders, README with the "
+                       f"commands to train it again from the Finetuner project folder (`.venv/bin/python -m "
+                       f"finetuner train BUNDLE/run.yaml`, or under `accelerate launch`).")
 
 
 def export_merged(ctx: AppContext, run_id: str, progress=gr.Progress()):
@@ -257,13 +277,14 @@ def build(ctx: AppContext, shared: Shared):
 
     listing = [table, ids, selected, chosen]
     last = gr.State(None)
-    gr.on(triggers=None, fn=safe(bind(ctx, refresh)), inputs=[shared.run_id], outputs=listing)
-    gr.Timer(10).tick(safe(bind(ctx, auto_refresh)), inputs=[last], outputs=[*listing, last],
-                      show_progress="hidden")
-    refresh_btn.click(safe(bind(ctx, refresh)), inputs=[selected], outputs=listing)
+    timer = gr.Timer(LIVE_SECONDS, active=False)
+    gr.on(triggers=None, fn=safe(bind(ctx, shown)), inputs=[shared.run_id], outputs=[*listing, timer, last])
+    on_shown(table, safe(bind(ctx, shown)), inputs=[selected], outputs=[*listing, timer, last])
+    timer.tick(safe(bind(ctx, auto_refresh)), inputs=[last], outputs=[*listing, last, timer], show_progress="hidden")
+    refresh_btn.click(safe(bind(ctx, shown)), inputs=[selected], outputs=[*listing, timer, last])
 
-    def on_select(shown, evt: gr.SelectData):
-        return select_row(shown, evt.index[0] if evt.index else None)
+    def on_select(ids_now, evt: gr.SelectData):
+        return select_row(ids_now, evt.index[0] if evt.index else None, evt.row_value)
 
     table.select(safe(on_select), inputs=[ids], outputs=selected)
     monitor_btn.click(safe(bind(ctx, open_in, "monitor")), inputs=[selected], outputs=[shared.run_id, shared.tabs])

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import math
 
 import gradio as gr
 
-from .. import memory, recommend
-from ..config import RunConfig, dump_yaml, from_dict, iter_fields, to_dict
+from .. import memory, recommend, step_time
+from ..config import RunConfig, dump_yaml, from_dict, iter_fields, to_dict, yaml_text
 from ..errors import FinetunerError, RunError
 from .context import AppContext, Shared, bind, new_project, safe
 
@@ -78,7 +79,9 @@ def _plan(plan: str) -> tuple[str, float, str]:
     return device, gb, f"this machine ({desc})"
 
 
-def estimate_markdown(project: dict, cfg: RunConfig, plan: str, params_b) -> str:
+def estimate_markdown(project: dict, cfg: RunConfig, plan: str, params_b, runs_dir=None) -> str:
+    """The memory estimate, and step times: measured by an earlier run or probe in `runs_dir` on this kind of
+    device when one trained these settings, else (RFT only) memory.rft_cost's formula, labelled a guess."""
     device, gb, desc = _plan(plan)
     tokens = (project.get("data") or {}).get("tokens") or {}
     longest = tokens.get("max")
@@ -106,10 +109,21 @@ def estimate_markdown(project: dict, cfg: RunConfig, plan: str, params_b) -> str
     lines += ["", "<small>" + " ".join(notes) + " Total = the fixed parts + the largest stage peak (SFT: activations "
               "+ logits; RFT: the larger of training and generation). Each term and its source: docs/memory.md."
               "</small>"]
+    measured = step_time.measured_steps(runs_dir, cfg, device)
+    rows = (project.get("data") or {}).get("rows")
+    if "sft" in cfg.stages:
+        sft = measured.get("sft")
+        s = cfg.sft
+        steps = s.max_steps or math.ceil((rows or 100) * s.epochs / (s.batch_size * s.grad_accum))
+        lines += ["", f"**SFT per step (measured):** {sft.text()}; about {memory._dur(sft.seconds * steps)} for "
+                  f"{steps:,} steps." if sft else
+                  "**SFT per step:** not measured yet (no earlier run of this model and these SFT settings on "
+                  "this machine). **Measure a step** times a few real steps."]
     if "rft" in cfg.stages:
-        rows = (project.get("data") or {}).get("rows")
-        cost = memory.rft_cost(cfg, est.params, device, longest, rows)
-        lines += ["", f"**RFT per step (rough):** {cost.text()}"]
+        rft = measured.get("rft")
+        cost = memory.rft_cost(cfg, est.params, device, longest, rows,
+                               measured=(rft.seconds, rft.text()) if rft else None)
+        lines += ["", f"**RFT per step ({'measured' if rft else 'rough'}):** {cost.text()}"]
     return "\n".join(lines)
 
 
@@ -117,18 +131,28 @@ def _count(n: int) -> str:
     return f"{n / 1e9:.2f}B" if n >= 1e9 else f"{n / 1e6:.1f}M" if n >= 1e6 else f"{n / 1e3:.0f}K"
 
 
-def _recommendation(project: dict):
-    """The method recommendation for the project's data, graders and grader test, or None without data."""
+def _recommendation(project: dict, model: str | None = None):
+    """The method recommendation for the project's data, graders, grader test and model (the form's current
+    one, else the project's), or None without data."""
     data = project.get("data") or {}
     if not data.get("rows"):
         return None
     specs = project.get("graders") or []
-    return recommend.recommend(bool(data.get("has_labels")), int(data["rows"]), len(specs),
-                               recommend.base_pass_rate(project.get("dry_run")), recommend.verifiable_graders(specs))
+    rate = recommend.base_pass_rate(project.get("dry_run"))
+    rec = recommend.recommend(bool(data.get("has_labels")), int(data["rows"]), len(specs), rate,
+                              recommend.verifiable_graders(specs))
+    model = model or ((project.get("config") or {}).get("model") or {}).get("name") or "tiny"
+    path = data.get("path") or ((project.get("config") or {}).get("data") or {}).get("train")
+    note = recommend.model_caveat(str(model), recommend.own_data(path), rate)
+    if note and not rec.warning:
+        rec.warning = note  # no method helps while the model cannot write the task's answers at all
+    elif note:
+        rec.caveats.insert(0, note)
+    return rec
 
 
-def recommendation_markdown(project: dict, chosen: str) -> str:
-    rec = _recommendation(project)
+def recommendation_markdown(project: dict, chosen: str, model: str | None = None) -> str:
+    rec = _recommendation(project, model)
     if rec is None:
         return "Check your data on the Data tab (and add graders) to get a method recommendation."
     label = dict((v, k) for k, v in METHODS).get(chosen, chosen)
@@ -138,20 +162,18 @@ def recommendation_markdown(project: dict, chosen: str) -> str:
 
 def preview(ctx: AppContext, project, *values):
     """(recommendation, estimate, YAML, CLI, download button, message, parameter box) for the settings."""
-    import yaml
-
     project = project or new_project()
     fields, plan, params_b = _values(values)
     # The parameter count is asked for only when the model's shape is not known here.
     unknown = gr.update(visible=memory.arch_for(str(fields.get("model.name") or "tiny"))[0] is None)
-    rec = recommendation_markdown(project, fields.get("method") or "sft")
+    rec = recommendation_markdown(project, fields.get("method") or "sft", fields.get("model.name"))
     raw = config_dict(project, fields)
     try:
         cfg = from_dict(raw)
     except FinetunerError as err:
-        text = f"# Not valid yet: {err}\n" + yaml.safe_dump(raw, sort_keys=False, allow_unicode=True)
+        text = f"# Not valid yet: {err}\n" + yaml_text(raw)
         sketch = _sketch(raw)
-        est = estimate_markdown(project, sketch, plan, params_b) if sketch else ""
+        est = estimate_markdown(project, sketch, plan, params_b, ctx.runs_dir) if sketch else ""
         return rec, est, text, "", gr.update(interactive=False), f"❌ Not ready: {err}", unknown
     text = dump_yaml(cfg)
     folder = ctx.uploads / "run-files" / hashlib.sha1(text.encode()).hexdigest()[:10]
@@ -159,8 +181,32 @@ def preview(ctx: AppContext, project, *values):
     path = folder / "run.yaml"
     path.write_text(text, encoding="utf-8")
     cli = "python -m finetuner train run.yaml"
-    return (rec, estimate_markdown(project, cfg, plan, params_b), text, cli,
+    return (rec, estimate_markdown(project, cfg, plan, params_b, ctx.runs_dir), text, cli,
             gr.update(value=str(path), interactive=True), "", unknown)
+
+
+def measure_step(ctx: AppContext, project, *values) -> str:
+    """"Measure a step": train these settings for a few real steps in a child process (step_time.run_probe;
+    this handler's thread waits, the server does not) and say the measured seconds per step."""
+    project = project or new_project()
+    if (project.get("data") or {}).get("ok") is False:
+        return "❌ The data has problems: fix them on the Data tab first."
+    fields, _plan_, _params = _values(values)
+    try:
+        cfg = from_dict(config_dict(project, fields))
+    except FinetunerError as err:
+        return f"❌ Not ready to measure: {err}"
+    missing = model_missing(cfg.model.name)
+    if missing:
+        return f"❌ {missing}"
+    try:
+        found = step_time.run_probe(cfg, ctx.runs_dir)
+    except RunError as err:
+        return f"❌ {err}"
+    lines = [f"**{stage.upper()}**: {st.seconds:.2f} s per step (median of {st.steps} real steps after a warm-up "
+             f"step, model loading left out)" for stage, st in found.items()]
+    return ("✅ Measured on this machine with these settings:\n\n" + "\n".join(f"- {line}" for line in lines)
+            + "\n\nThe estimate above now uses it.")
 
 
 def _sketch(raw: dict) -> RunConfig | None:
@@ -227,6 +273,12 @@ def launch(ctx: AppContext, project, *values):
     missing = model_missing(cfg.model.name)
     if missing:
         return gr.skip(), gr.skip(), f"❌ {missing}"
+    from .grader_report import blocking_failure
+
+    # A grader that failed on every test row would reward nothing but cost every step; SFT does not use it.
+    blocked = blocking_failure(project) if "rft" in cfg.method else ""
+    if blocked:
+        return gr.skip(), gr.skip(), f"❌ {blocked}"
     try:
         run = ctx.launch(cfg)  # refuses, race-free, if another launch got in since the check above
     except RunError as err:
@@ -337,6 +389,11 @@ def build(ctx: AppContext, shared: Shared):
                     comps[name] = control(name)
         with gr.Column(scale=2, min_width=380):
             estimate = gr.Markdown()
+            probe_btn = gr.Button("Measure a step", size="sm")
+            probe_msg = gr.Markdown(
+                "<small>Runs a few real training steps of these settings in the background (model loading "
+                "included: seconds on the built-in model, a minute or more on a real one) and shows the real "
+                "seconds per step.</small>")
             gr.Markdown("### Run file")
             yaml_box = gr.Code(language="yaml", label="run.yaml", interactive=False, lines=14, max_lines=30)
             cli = gr.Textbox(label="The same run from a terminal", buttons=["copy"], interactive=False,
@@ -362,6 +419,8 @@ def build(ctx: AppContext, shared: Shared):
     rec_btn.click(safe(use_recommended), [shared.project], [comps["method"]]).then(store, inputs, [shared.project])
     preset_btn.click(safe(apply_preset), [plan, *controls], controls).then(store, inputs, [shared.project])
     launch_btn.click(safe(bind(ctx, launch)), inputs, [shared.run_id, shared.tabs, message])
+    # The estimate is redrawn afterwards: the probe's run folder is now an earlier run it reads from.
+    probe_btn.click(safe(bind(ctx, measure_step)), inputs, [probe_msg]).then(safe(bind(ctx, preview)), inputs, shown)
     redraw = [*controls, sft_acc, rft_acc, *shown]
     # Whatever changed the project (these controls, the data, graders or a grader test), redraw from it.
     shared.project.change(safe(bind(ctx, from_project)), [shared.project, plan, params_b], redraw,

@@ -1,5 +1,6 @@
-"""The header above the tabs: what the app does in one line, and "Try the demo", which loads the offline
-example project (data, graders, SFT->RFT on the built-in model) into every tab in one click."""
+"""The header above the tabs: what the app does in one line, and "Try the demo", which in one click launches
+the offline example run (SFT->RFT on the built-in model), opens the Monitor on it and loads its project (data,
+graders, settings) into every tab."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ from pathlib import Path
 
 import yaml
 
-from .context import AppContext, Shared, new_project, safe
+from ..errors import RunError
+from .context import AppContext, Shared, bind, confirm_row, new_project, safe
 
 EXAMPLE = Path(__file__).resolve().parent.parent.parent / "examples" / "arithmetic"
 
@@ -34,6 +36,36 @@ def header(ctx: AppContext):
                     "from labelled answers, **RFT** learns from scores of its own attempts, **SFT then RFT** "
                     "does both. Work through the numbered tabs.", elem_classes="ft-intro")
         gr.Button("Try the demo", variant="secondary", size="md", elem_id="try-demo", scale=0, min_width=160)
+        start = gr.Button("Start over", variant="secondary", size="md", elem_id="start-over", scale=0, min_width=130)
+    # Your draft (data, graders, settings) is kept on disk and restored on reload (draft.py); these empty it.
+    confirm = confirm_row("**Start over?** This empties the data choice, column mapping, graders and Train "
+                          "settings on this page and deletes the saved draft. Runs are kept.", "Yes, start over")
+    note = gr.Markdown(visible=False, elem_id="draft-note", elem_classes="ft-help")
+    return {"start_over": start, "confirm": confirm, "note": note}
+
+
+def start_demo(ctx: AppContext):
+    """The "Try the demo" button: launch examples/arithmetic/run.yaml (what `python -m finetuner demo` runs) and open the
+    Monitor on it; its project (data, graders, settings) goes to every tab, to read or to change and relaunch.
+    Returns (project, run id, tabs). While a run trains nothing starts: RunError says which run is in the way."""
+    import gradio as gr
+
+    from ..config import load_config
+
+    cfg = load_config(EXAMPLE / "run.yaml")
+    try:
+        run = ctx.launch(cfg)  # refuses, race-free, while another run trains
+    except RunError:
+        busy = ctx.active_run()
+        if busy is None:
+            raise
+        raise RunError(f"The demo did not start: run `{busy['id']}` is {busy.get('state', 'training')}, and one "
+                       f"run trains at a time. Watch or stop it on the Monitor tab, or wait for it to finish, then "
+                       f"press Try the demo again.") from None
+    gr.Info(f"Started the arithmetic demo ({run.id}): SFT teaches the \"Answer: N\" format, then RFT rewards "
+            f"correct sums, on the built-in model, about 3 minutes. Watch the held-out score rise on the Monitor; "
+            f"the demo's data, graders and settings are in every tab.")
+    return demo_project(), run.id, gr.Tabs(selected="monitor")
 
 
 def wire_demo_button(ctx: AppContext, shared: Shared):
@@ -42,12 +74,6 @@ def wire_demo_button(ctx: AppContext, shared: Shared):
     button = next(b for b in gr.context.Context.root_block.blocks.values()
                   if getattr(b, "elem_id", None) == "try-demo")
 
-    @safe
-    def load_demo():
-        gr.Info("Loaded the arithmetic demo: data, two graders and an SFT then RFT plan on the built-in model. "
-                "Check each tab, then press Launch on the Train tab.")
-        return demo_project(), gr.Tabs(selected="train")
-
-    event = button.click(load_demo, outputs=[shared.project, shared.tabs])
+    event = button.click(safe(bind(ctx, start_demo)), outputs=[shared.project, shared.run_id, shared.tabs])
     for fn, outputs in shared.refreshers:
         event = event.then(safe(fn), inputs=[shared.project], outputs=outputs)
