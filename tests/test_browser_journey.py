@@ -1,10 +1,14 @@
 """A new user's whole journey through the web app, in real Chromium (Playwright, sync API).
 
-Data (upload a JSONL, SFT then RFT) -> Graders (a built-in and a Python grader through the forms, Test graders)
--> Train (the built-in model, small step counts, Launch) -> Monitor (loss, then reward points, a rollout's
-per-grader scores, Stop) -> restart the app on the same runs folder -> Runs (the run is in the history) and
-Monitor (its curves are back) -> Evaluate (base / after SFT / after RFT) -> Runs (export the reproducible
-bundle and download it). Every tab is screenshotted as artifacts/screenshots/<nn>-<tab>.png, no page may hold
+Data (upload a JSONL, SFT then RFT) -> Graders (a built-in, a Python grader and an LLM judge whose rubric uses
+`{{item.prompt}}`, on a loopback judge server, through the forms; Test graders passes and the judge got the
+question's text) -> reload the page (the draft comes back: data, graders, settings) -> Train (the built-in
+model, small step counts, Launch) -> Monitor (loss, then reward points, a rollout's per-grader scores, Stop)
+-> restart the app on the same runs folder -> Runs (the run is in the history, stopped) and Monitor (its curves
+are back) -> Evaluate (the stopped run is labelled so and evaluates: base / after SFT / after RFT) -> Runs
+(export the reproducible bundle and download it) -> the judge's server goes down and the run is launched again:
+it stops `failed`, naming the judge (the per-grader error limit). The one-click demo has its own test
+(tests/test_browser_demo.py: it needs an empty runs folder and a whole demo run). Every tab is screenshotted as artifacts/screenshots/<nn>-<tab>.png, no page may hold
 a Python traceback or show an error toast, and the timings are printed (`pytest -s`) and written to
 artifacts/browser_timings.json: app start -> first page served / rendered, Launch -> first plotted loss point,
 and the same for the restart.
@@ -28,6 +32,7 @@ import pytest
 import yaml
 
 from browser import ROOT, App, free_port, launch_browser, shot
+from graders.testing import Reply, ScriptedJudgeServer
 
 TIMINGS = ROOT / "artifacts" / "browser_timings.json"
 # The Python grader typed into the form: partial credit, so RFT sees rewards that differ within a group.
@@ -38,6 +43,17 @@ PY_GRADER = '''def grade(sample, item) -> float:
     found = [d for d in item["answer"] if d in out]
     return 0.5 * len(found) / len(item["answer"])
 '''
+
+
+def judge_script(body: dict, n: int) -> Reply:
+    """The loopback judge: 1 when the model's answer holds the reference answer, else 0 (the correctness
+    rubric's user message: "Question: ... Reference answer: ... Model answer: ...")."""
+    text = body["messages"][-1]["content"]
+    ref = re.search(r"Reference answer:\s*(\S+)", text)
+    answer = text.split("Model answer:", 1)[-1]
+    return Reply(json.dumps({"result": 1.0 if ref and ref.group(1) in answer else 0.0, "steps": []}))
+
+
 # Small enough to train in about a minute on 2 cores; RFT is long enough that Stop lands while it runs.
 SFT = {"Max steps": 30, "Batch size": 8, "Learning rate": 0.001, "Logging steps": 1}
 RFT = {"Max steps": 100, "Batch size": 8, "Num generations": 4, "Max completion length": 12, "Logging steps": 1}
@@ -244,6 +260,7 @@ def test_new_user_journey(tmp_path, monkeypatch):
     data = write_data(tmp_path / "sums.jsonl")
     runs_dir = tmp_path / "runs"
     app = App(runs_dir)
+    judge = ScriptedJudgeServer(judge_script).start()
     timings = {}
     try:
         with sync_playwright() as p:
@@ -288,17 +305,40 @@ def test_new_user_journey(tmp_path, monkeypatch):
             expect(form.get_by_text("Added partial")).to_be_visible()
             expect(tab.get_by_role("gridcell", name="string_check")).to_be_visible()  # the list of graders
             expect(tab.get_by_role("gridcell", name="python", exact=True)).to_be_visible()
+            # An LLM judge with the ready-made correctness rubric ({{item.prompt}}, {{item.answer}}).
+            tab.get_by_role("tab", name="LLM judge").click()
+            form = tab.locator("[role=tabpanel]:visible").first
+            assert "{{item.prompt}}" in form.get_by_role("textbox", name="User message").input_value()
+            form.get_by_role("textbox", name="Endpoint (base_url)").fill(judge.base_url)
+            form.get_by_role("textbox", name="Judge model").fill("judge-model")
+            form.get_by_role("button", name="Test connection").click()
+            expect(form.get_by_text(re.compile(r"Connected to\W*judge-model")).first).to_be_visible(timeout=30_000)
+            form.get_by_role("button", name="Add judge").click()
+            expect(form.get_by_text("Added judge")).to_be_visible()
             tab.get_by_role("button", name="Test graders").click()
             table = dataframe(page, tab, "Per sample")
             expect(tab.get_by_text("Mean reward")).to_be_visible(timeout=60_000)
             expect(table).to_be_visible()
             expect(data_rows(page, table).first).to_be_visible()
             header = " ".join(table.get_by_role("columnheader").all_inner_texts())
-            assert "correct" in header and "partial" in header, header
+            assert "correct" in header and "partial" in header and "judge" in header, header
+            # The judge saw the row's question as text (not a list of message dicts), as in training.
+            first = json.loads(data.read_text(encoding="utf-8").splitlines()[0])
+            asked = [b["messages"][-1]["content"] for b in judge.requests]
+            assert any(f"Question:\n{first['prompt']}\n" in a for a in asked), asked[:2]
+            expect(tab.get_by_text("Launch is blocked")).to_have_count(0)
             expect(tab.get_by_text(re.compile(r"No warnings|too hard|too easy|no learning signal",
                                               re.I)).first).to_be_visible()
             wait_plot(page, "Total reward per sample", timeout=20)
             screenshot(page, 2, "graders")
+
+            # Reload the page: the draft (data, method, graders) comes back from disk.
+            page.reload()
+            load(page, app.url)
+            expect(page.locator("#draft-note")).to_contain_text("Restored your draft")
+            tab = open_tab(page, "2. Graders")
+            for kind in ("string_check", "python", "score_model"):
+                expect(tab.get_by_role("gridcell", name=kind, exact=True)).to_be_visible()
 
             # 4. Train: the built-in model, SFT then RFT, small step counts, then Launch.
             tab = open_tab(page, "3. Train")
@@ -312,7 +352,7 @@ def test_new_user_journey(tmp_path, monkeypatch):
                                lambda s=section, k=key, v=value: downloaded_run_yaml(page, tab)[s][k] == v)
             spec = downloaded_run_yaml(page, tab)
             assert spec["method"] == "sft+rft" and spec["model"]["name"] == "tiny", spec
-            assert [g["name"] for g in spec["graders"]] == ["correct", "partial"], spec["graders"]
+            assert [g["name"] for g in spec["graders"]] == ["correct", "partial", "judge"], spec["graders"]
             cost = tab.locator("p", has_text="RFT per step (rough)")  # the estimate reads the RFT settings
             expect(cost).to_contain_text("2 prompts x 4 samples = 8 rollouts")
             expect(cost).to_contain_text("100 steps")
@@ -382,6 +422,10 @@ def test_new_user_journey(tmp_path, monkeypatch):
             # 7. Evaluate: base / after SFT / after RFT on a few held-out rows.
             tab = open_tab(page, "5. Evaluate & chat")
             expect(tab.get_by_role("combobox", name="Run")).to_have_value(re.compile(re.escape(run_id)))
+            # The run's label and status line follow its status.json: stopped (or finished), never "running",
+            # and its saved adapter is offered.
+            expect(tab.get_by_role("combobox", name="Run")).to_have_value(re.compile(final["state"]))
+            expect(tab.get_by_text("no trained adapter")).to_have_count(0)
             rows = tab.get_by_role("spinbutton", name="number input for Held-out rows")
             rows.fill("10")
             rows.press("Enter")
@@ -411,9 +455,25 @@ def test_new_user_journey(tmp_path, monkeypatch):
                 names = zf.namelist()
             assert any(n.endswith("run.yaml") for n in names), names
             screenshot(page, 9, "runs-export")
+
+            # 9. The judge's server goes down; the same project is launched again. Its graders passed their
+            # test, so Launch proceeds, and the run stops at its first RFT step naming the judge: one grader
+            # failing every grade is a third of all grades, under the overall limit, but over it on its own.
+            judge.stop()
+            tab = open_tab(page, "3. Train")
+            tab.get_by_role("button", name="Launch training").click()
+            expect(page.get_by_role("tab", name="4. Monitor")).to_have_attribute("aria-selected", "true")
+            tab = panel(page)
+            progress = tab.locator(".ft-progress")
+            expect(progress).not_to_contain_text(run_id)
+            expect(progress).to_contain_text("failed", timeout=240_000)
+            expect(progress).to_contain_text(re.compile(r"Grader judge failed on 100% of its grades"))
+            expect(progress).to_contain_text("per grader")
+            shot(page, "10-monitor-grader-stop")
             browser.close()
     finally:
         app.stop()
+        judge.stop()
         if timings:
             TIMINGS.parent.mkdir(parents=True, exist_ok=True)
             TIMINGS.write_text(json.dumps(timings, indent=2) + "\n", encoding="utf-8")

@@ -19,7 +19,12 @@ CSS = """
 
 def build_app(ctx: AppContext):
     import gradio as gr
+    import transformers
 
+    # Import transformers whole before any handler thread runs: its lazy module is in sys.modules while a first
+    # import is still under way, and `datasets` (hashing a dataset in another handler) then finds no
+    # `transformers.PreTrainedTokenizerBase` and fails (seen at page load: Evaluate and Monitor at once).
+    transformers.PreTrainedTokenizerBase  # noqa: B018 - touching it finishes the import
     from . import draft, tab_data, tab_evaluate, tab_graders, tab_monitor, tab_runs, tab_train, welcome
 
     with gr.Blocks(title=TITLE, analytics_enabled=False) as demo:
