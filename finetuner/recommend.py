@@ -65,7 +65,10 @@ def base_pass_rate(dry_run: dict | None) -> float | None:
     (a run on a data column measures the graders, not the model, so it says nothing here)."""
     if not dry_run or dry_run.get("source") != "base" or dry_run.get("mean") is None:
         return None
-    lo, hi = dry_run.get("range") or (0.0, 1.0)
+    # A Python grader declares no range; then each grader is taken as scoring 0..1 (what its editor asks for),
+    # so the weighted sum's maximum is the sum of the weights, not 1 (which read any mean over 1 as 100 %).
+    weights = [abs(g.get("weight") or 0.0) for g in (dry_run.get("graders") or {}).values()]
+    lo, hi = dry_run.get("range") or (0.0, sum(weights) or 1.0)
     if hi <= lo:
         return None
     return min(1.0, max(0.0, (dry_run["mean"] - lo) / (hi - lo)))
@@ -151,13 +154,15 @@ def own_data(path: str | None) -> bool:
 def model_caveat(model: str, own: bool, base_pass_rate: float | None = None) -> str:
     """What to say when `model` cannot do the task: the built-in `tiny` only learned the arithmetic demo, so on
     a person's own data it writes noise and every RFT rollout scores 0. Empty when there is nothing to say."""
-    if model != "tiny" or not own:
-        return ""
-    seen = ("" if base_pass_rate is None else
-            f" (its samples scored {base_pass_rate:.0%} of the maximum in the grader test)")
-    return (f"The built-in `tiny` model knows only the arithmetic demo: on your data it writes noise{seen}, and "
-            f"RFT cannot learn from noise that scores 0. Pick {REAL_MODELS} in Model, as a local folder path or "
-            "a Hugging Face id.")
+    if model != "tiny" or not own or (base_pass_rate is not None and base_pass_rate >= NO_SIGNAL):
+        return ""  # not tiny, the demo's own data, or tiny already scores on this data (sums, say)
+    if base_pass_rate is None:
+        return (f"The built-in `tiny` model knows only sums (the demo): on other data it writes noise. Test your "
+                f"graders on base-model samples to see, or pick {REAL_MODELS} in Model, as a local folder path or "
+                "a Hugging Face id.")
+    return (f"The built-in `tiny` model knows only sums (the demo): on your data it writes noise (its samples "
+            f"scored {base_pass_rate:.0%} of the maximum in the grader test), and RFT cannot learn from scores "
+            f"that are all 0. Pick {REAL_MODELS} in Model, as a local folder path or a Hugging Face id.")
 
 
 # ---------------------------------------------------------------- models and settings per GPU size

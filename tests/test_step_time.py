@@ -143,7 +143,7 @@ def test_train_tab_advice_for_the_first_hour_case(tmp_path):
                "dry_run": {"source": "base", "mean": 0.0, "range": [0, 1]},
                "config": {"model": {"name": "tiny"}, "data": {"train": str(csv)}}}
     text = recommendation_markdown(project, "rft")
-    assert text.startswith("⚠️ **The built-in `tiny` model knows only the arithmetic demo")
+    assert text.startswith("⚠️ **The built-in `tiny` model knows only sums (the demo): on your data it writes noise")
     assert "Recommended: SFT then RFT" in text and "almost never passes" in text and "You chose RFT" in text
     assert use_recommended(project)["value"] == "sft+rft"
     # A real model picked in the form (not yet stored in the project) drops the tiny warning.
@@ -181,3 +181,21 @@ def test_measure_a_step_runs_a_real_probe_and_the_estimate_then_quotes_it(tmp_pa
     assert f"measured by a probe ({probe.id})" in after and "**RFT per step (measured):**" in after
     assert "**SFT per step (measured):**" in after
     assert not [p for p in ctx.runs_dir.iterdir() if (p / "status.json").exists()]  # the Runs tab lists none
+
+
+def test_tiny_scoring_on_own_data_gets_no_noise_warning():
+    """Sums in a file of the user's own: tiny does score there, so saying it "writes noise" would be false."""
+    assert model_caveat("tiny", True, 0.4) == ""
+    untested = model_caveat("tiny", True, None)
+    assert "Test your graders on base-model samples" in untested and "0%" not in untested
+
+
+def test_base_pass_rate_without_a_declared_range_uses_the_weights():
+    """A Python grader declares no range, so the dry run has none; 1.248 of a possible 3 is 42 %, not 100 %."""
+    from finetuner.recommend import base_pass_rate
+
+    dry = {"source": "base", "mean": 1.248, "range": None,
+           "graders": {"correct": {"weight": 1, "mean": 0.0}, "partial": {"weight": 1, "mean": 0.698},
+                       "judge": {"weight": 1, "mean": 0.55}}}
+    assert abs(base_pass_rate(dry) - 1.248 / 3) < 1e-9
+    assert base_pass_rate({**dry, "range": [0.0, 2.0]}) == 1.248 / 2
