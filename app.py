@@ -45,7 +45,7 @@ def check_exposure(args) -> tuple[str, str] | None:
 def main(argv=None) -> int:
     args = parse_args(argv)
     auth = check_exposure(args)
-    from finetuner.models import keep_bitsandbytes_quiet
+    from finetuner.modeling.load import keep_bitsandbytes_quiet
     from finetuner.ui import build_app, launch_kwargs
 
     keep_bitsandbytes_quiet()  # evaluation, chat and merging import peft here; on CPU nothing needs bitsandbytes

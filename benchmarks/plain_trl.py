@@ -23,7 +23,7 @@ from pathlib import Path
 
 import yaml
 
-TINY = Path(__file__).resolve().parent.parent / "finetuner" / "assets" / "tiny"
+TINY = Path(__file__).resolve().parent.parent / "finetuner" / "modeling" / "assets" / "tiny"
 _FORMAT = re.compile(r"Answer: -?\d+")
 
 

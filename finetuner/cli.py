@@ -13,7 +13,7 @@ import os
 import sys
 from pathlib import Path
 
-from .errors import FinetunerError
+from graders.errors import FinetunerError
 
 
 def _offline_defaults() -> None:
@@ -42,7 +42,7 @@ def parse_overrides(pairs: list[str]) -> dict:
 
 
 def load_with_overrides(path: str, overrides: list[str] | None):
-    from .config import from_dict, load_config, to_dict
+    from finetuner.config import from_dict, load_config, to_dict
 
     cfg = load_config(path)
     if not overrides:
@@ -63,7 +63,7 @@ def _deep_merge(base: dict, extra: dict) -> None:
 def _log_to_run(run) -> None:
     """Log to the run's log.txt, unless stdout already goes there (a launched child). Under `accelerate
     launch` only rank 0 writes log.txt; every rank's lines on stderr carry its rank."""
-    from . import distributed
+    from finetuner.training import distributed
 
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     try:
@@ -81,18 +81,18 @@ def _log_to_run(run) -> None:
 
 
 def cmd_train(args) -> int:
-    from . import distributed
-    from .config import load_config, save_config
-    from .models import keep_bitsandbytes_quiet
-    from .runs import RunFolder, new_run, open_run
-    from .train import train_run
+    from finetuner.training import distributed
+    from finetuner.config import load_config, save_config
+    from finetuner.modeling.load import keep_bitsandbytes_quiet
+    from finetuner.runs import RunFolder, new_run, open_run
+    from finetuner.training.stages import train_run
 
     keep_bitsandbytes_quiet()  # before peft / trl import it: its CPU warning would fill every run log
     distributed.start()  # under `accelerate launch`: join the other ranks before choosing the run folder
     main = distributed.is_main()
     if args.resume:
-        from .errors import RunError
-        from .runs import ACTIVE_STATES, refresh_state
+        from graders.errors import RunError
+        from finetuner.runs import ACTIVE_STATES, refresh_state
 
         run = open_run(None, args.resume)
         busy = None
@@ -122,7 +122,7 @@ def cmd_train(args) -> int:
             # One folder for all ranks: rank 0 makes it (its name has the time) and hands the path over.
             run = RunFolder(distributed.from_main(str(new_run(args.runs_dir, cfg.name).path) if main else None))
         if main and (not run.config_path.exists() or Path(args.config).resolve() != run.config_path.resolve()):
-            from .config import portable_config
+            from finetuner.config import portable_config
 
             save_config(portable_config(cfg), run.config_path)
         _log_to_run(run)
@@ -136,7 +136,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_stop(args) -> int:
-    from .runs import force_stop, open_run, request_stop
+    from finetuner.runs import force_stop, open_run, request_stop
 
     run = open_run(args.runs_dir, args.run)
     if args.force:
@@ -149,7 +149,7 @@ def cmd_stop(args) -> int:
 
 
 def cmd_runs(args) -> int:
-    from .runs import list_runs
+    from finetuner.runs import list_runs
 
     rows = list_runs(args.runs_dir)
     if not rows:
@@ -161,7 +161,7 @@ def cmd_runs(args) -> int:
 
 
 def cmd_explain(args) -> int:
-    from .config import explain, help_for
+    from finetuner.config import explain, help_for
 
     if args.field:
         try:
@@ -175,30 +175,38 @@ def cmd_explain(args) -> int:
 
 
 def cmd_check_data(argv: list[str]) -> int:
-    from .data import main_check_data
+    from finetuner.data import main_check_data
 
     return main_check_data(argv)
 
 
 def cmd_test_grader(argv: list[str]) -> int:
-    from .grader_check import main_test_grader
+    from finetuner.evaluation.grader_check import main_test_grader
 
     return main_test_grader(argv)
 
 
 def cmd_demo(args) -> int:
-    from .demo import run_demo
-    from .models import keep_bitsandbytes_quiet
+    from finetuner.demo.run import run_demo
+    from finetuner.modeling.load import keep_bitsandbytes_quiet
 
     keep_bitsandbytes_quiet()
     return run_demo(runs_dir=args.runs_dir, as_json=args.json, rft_steps=args.rft_steps)
 
 
 def cmd_bench(args) -> int:
-    from .bench import run_bench
+    # The benchmark lives in benchmarks/ beside the engine (it imports the engine and the UI; the engine imports
+    # none of it), so this verb runs it as its own process from the project folder.
+    import subprocess
 
-    run_bench(quick=args.quick, out=args.out, only=args.only)
-    return 0
+    root = Path(__file__).resolve().parent.parent
+    if not (root / "benchmarks" / "__main__.py").is_file():
+        raise FinetunerError(f"The benchmark is not here: {root / 'benchmarks'} is missing. Run it from a checkout "
+                             "of the Finetuner project.")
+    flags = (["--quick"] if args.quick else []) + (["--out", args.out] if args.out else []) + \
+        (["--only", args.only] if args.only else [])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
+    return subprocess.run([sys.executable, "-m", "benchmarks", *flags], cwd=root, env=env).returncode
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -13,7 +13,7 @@ import json
 import re
 from dataclasses import dataclass
 
-from finetuner.errors import ConfigError
+from graders.errors import ConfigError
 
 # Our names for what can go wrong, and OpenAI's names for the same thing (from its grader API's metadata).
 ERROR_TYPES = {

@@ -1,7 +1,7 @@
 """`build_graders(specs, base_dir)`: a run's YAML `graders:` list -> ready `Grader` objects.
 
 Each spec is a dict with `name`, `type`, optional `weight` (default 1.0) and the type's fields. Problems
-raise `GraderConfigError` (a `finetuner.errors.ConfigError`) naming the grader and field and saying what
+raise `GraderConfigError` (a `graders.errors.ConfigError`) naming the grader and field and saying what
 to do; nothing is left to fail at training step 1 that could be checked here.
 """
 

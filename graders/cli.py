@@ -16,7 +16,7 @@ import json
 import os
 import sys
 
-from finetuner.errors import DataError, FinetunerError
+from graders.errors import DataError, FinetunerError
 
 
 def read_rows(path: str) -> list[dict]:

@@ -19,7 +19,7 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from finetuner.errors import DataError
+from graders.errors import DataError
 from graders.base import Grader, GraderConfigError, GradeResult, combine, completion_text
 
 

@@ -16,7 +16,7 @@ import json
 import threading
 from collections import OrderedDict
 
-from finetuner.secrets import is_variable_name
+from graders.secrets import is_variable_name
 from graders import aio
 from graders.base import Grader, GradeResult, GraderFailure, make_sample
 from graders.judge_http import HttpBackend, JudgeCallError

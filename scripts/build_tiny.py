@@ -1,8 +1,8 @@
 """Build the built-in offline demo model ("model: tiny") from scratch, on CPU.
 
-    python scripts/build_tiny.py                     # writes finetuner/assets/tiny/
+    python scripts/build_tiny.py                     # writes finetuner/modeling/assets/tiny/
     python scripts/build_tiny.py --out /tmp/tiny --seed 3 --tries 1
-    python scripts/build_tiny.py --check-only finetuner/assets/tiny
+    python scripts/build_tiny.py --check-only finetuner/modeling/assets/tiny
 
 A ~0.45M-parameter Llama with a character-level tokenizer is pre-trained on a
 synthetic corpus (`make_doc`) so that it adds two-digit numbers and answers
@@ -34,8 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM  # noqa: E402
 
-from finetuner import arith  # noqa: E402
-from finetuner.tiny import CHARS, EOT, IM_END, IM_START, TINY_DIR, build_tokenizer  # noqa: E402
+from finetuner.demo import arith  # noqa: E402
+from finetuner.modeling.tiny import CHARS, EOT, IM_END, IM_START, TINY_DIR, build_tokenizer  # noqa: E402
 
 SEQ_LEN, BATCH, LR, WARMUP = 64, 64, 3e-3, 100
 PROBE_ROWS = 400  # held-out problems per quality check

@@ -25,7 +25,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 def write_data(folder: Path) -> dict:
-    from finetuner import arith
+    from finetuner.demo import arith
 
     def dump(name, rows):
         path = folder / name
@@ -54,7 +54,7 @@ TOLERANCE = 0.15  # the estimator's target against the measured peak
 
 def token_lengths(path: str) -> tuple[int, int]:
     """(longest prompt, longest prompt + answer) in the built-in model's tokens, as the data check measures them."""
-    from finetuner.models import load_tokenizer
+    from finetuner.modeling.load import load_tokenizer
 
     tok = load_tokenizer("tiny")
     prompt = full = 0
@@ -71,7 +71,7 @@ def estimated(cfg, data: dict) -> tuple[float, dict]:
     """The estimator's allocator peak (GiB) for `cfg` on this GPU, and the setup it assumed."""
     import torch
 
-    from finetuner.memory import GB, estimate
+    from finetuner.planning.memory import GB, estimate
 
     prompt, full = data.get("lengths") or token_lengths(data["train"])
     data["lengths"] = (prompt, full)
@@ -86,7 +86,7 @@ def case(name: str, method: str, quantization: str, data: dict, runs: Path, trai
 
     from finetuner.config import from_dict
     from finetuner.runs import new_run
-    from finetuner.train import train_run
+    from finetuner.training.stages import train_run
 
     cfg = from_dict({
         "name": name, "method": method, "model": {"name": "tiny", "quantization": quantization, "max_length": 64},

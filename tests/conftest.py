@@ -30,7 +30,7 @@ def pytest_collection_modifyitems(config, items):
 # tiny model's ChatML template ({% generation %} markers), without the markers (like most Hub models), or
 # with no template at all.
 def _tokenizer(template):
-    from finetuner.tiny import build_tokenizer
+    from finetuner.modeling.tiny import build_tokenizer
 
     tok = build_tokenizer()
     tok.chat_template = template
@@ -39,14 +39,14 @@ def _tokenizer(template):
 
 @pytest.fixture(scope="session")
 def gen_tok():
-    from finetuner.tiny import CHAT_TEMPLATE
+    from finetuner.modeling.tiny import CHAT_TEMPLATE
 
     return _tokenizer(CHAT_TEMPLATE)
 
 
 @pytest.fixture(scope="session")
 def plain_tok():
-    from finetuner.tiny import CHAT_TEMPLATE
+    from finetuner.modeling.tiny import CHAT_TEMPLATE
 
     return _tokenizer(CHAT_TEMPLATE.replace("{%- generation %}", "").replace("{%- endgeneration %}", ""))
 

@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
-from finetuner import arith
+from finetuner.demo import arith
 from finetuner.config import from_dict, portable_config, save_config
-from finetuner.export import export_bundle
+from finetuner.runs.export import export_bundle
 from finetuner.runs import RunFolder, new_run
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from finetuner import bench, bench_train
-from finetuner.errors import FinetunerError
+from benchmarks import __main__ as bench
+from benchmarks import train as bench_train
+from graders.errors import FinetunerError
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from finetuner import arith, models
+from finetuner.demo import arith
+from finetuner.modeling import load as models
 
 ROOT = Path(__file__).resolve().parents[1]
 INSTALLED = importlib.util.find_spec("bitsandbytes") is not None
@@ -34,8 +35,8 @@ def cuda() -> bool:
 
 
 def test_importing_the_engine_does_not_import_bitsandbytes():
-    engine = ("finetuner.cli", "finetuner.train", "finetuner.models", "finetuner.gpu_defaults", "finetuner.memory",
-              "finetuner.export", "finetuner.evaluate", "finetuner.runs", "finetuner.config")
+    engine = ("finetuner.cli", "finetuner.training.stages", "finetuner.modeling.load", "finetuner.planning.gpu_defaults", "finetuner.planning.memory",
+              "finetuner.runs.export", "finetuner.evaluation.heldout", "finetuner.runs", "finetuner.config")
     assert python(f"import {', '.join(engine)}\n{IMPORTED}") == "false"
 
 
@@ -57,7 +58,7 @@ def test_peft_and_trl_import_it_unless_kept_out():
     libraries = "import peft\nfrom trl import GRPOTrainer, SFTTrainer\n"
     assert python(libraries + IMPORTED) == "true"  # what every run did before
     kept = python("from finetuner import models\nkept = models.keep_bitsandbytes_quiet()\n" + libraries +
-                  "from finetuner.gpu_defaults import resolve_optim\n"
+                  "from finetuner.planning.gpu_defaults import resolve_optim\n"
                   "try:\n    resolve_optim('adamw_8bit', 'cpu')\nexcept Exception as err:\n    why = str(err)\n"
                   "print(json.dumps([kept, sys.modules.get('bitsandbytes') is not None, "
                   "models.bitsandbytes_available(), why]))")

@@ -76,7 +76,7 @@ PLOT_POINTS_JS = """(title) => {
 
 
 def write_data(path: Path, n: int = 128) -> Path:
-    from finetuner.arith import rft_rows
+    from finetuner.demo.arith import rft_rows
 
     with open(path, "w", encoding="utf-8") as fh:
         for row in rft_rows(n, seed=5):

@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from finetuner.config import explain, from_dict, help_for, iter_fields, load_config, save_config
-from finetuner.errors import ConfigError
+from graders.errors import ConfigError
 
 BASE = {"data": {"train": "rows.jsonl"}}
 GRADER = [{"name": "exact", "type": "string_check", "input": "{{sample.output_text}}",

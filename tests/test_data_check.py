@@ -7,14 +7,14 @@ import pytest
 
 from finetuner.config import DataConfig
 from finetuner.data import check_data, main_check_data
-from finetuner.tiny import TINY_DIR
+from finetuner.modeling.tiny import TINY_DIR
 
 
 @pytest.fixture(scope="module")
 def tiny_tok():
     if not (TINY_DIR / "tokenizer.json").is_file():
-        pytest.skip("the built-in tiny model (finetuner/assets/tiny) is not built yet")
-    from finetuner.models import load_tokenizer
+        pytest.skip("the built-in tiny model (finetuner/modeling/assets/tiny) is not built yet")
+    from finetuner.modeling.load import load_tokenizer
 
     return load_tokenizer("tiny")
 

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from finetuner.data import DataProblems, read_source
-from finetuner.errors import DataError
+from graders.errors import DataError
 
 
 def write_jsonl(path, rows):

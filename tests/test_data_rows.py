@@ -6,8 +6,8 @@ import pytest
 
 from finetuner.config import DataConfig
 from finetuner.data import DataProblems, detect_format, read_source
-from finetuner.data_rows import normalise
-from finetuner.errors import DataError
+from finetuner.data.rows import normalise
+from graders.errors import DataError
 
 U = {"role": "user", "content": "2+2?"}
 A = {"role": "assistant", "content": "4"}

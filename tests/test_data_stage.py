@@ -6,8 +6,8 @@ import pytest
 
 from finetuner.config import DataConfig, RunConfig
 from finetuner.data import REFERENCE_COLUMN, grader_item, load_stage_data, split_indices
-from finetuner.data_trl import GRPO_RESERVED
-from finetuner.errors import DataError
+from finetuner.data.to_trl import GRPO_RESERVED
+from graders.errors import DataError
 
 
 def chat(i, turns=1):

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from finetuner import arith
-from finetuner import evaluate as ev
+from finetuner.demo import arith
+from finetuner.evaluation import heldout as ev
 from finetuner.config import from_dict, load_config, portable_config, save_config, to_dict
 from finetuner.runs import RunFolder, new_run
-from finetuner.train import train_run
+from finetuner.training.stages import train_run
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "arithmetic"
 
@@ -118,7 +118,7 @@ def test_model_variants_of_a_run_stopped_during_rft(tmp_path):
 
 
 def test_evaluate_refuses_a_run_without_adapter(tmp_path):
-    from finetuner.errors import RunError
+    from graders.errors import RunError
 
     run = RunFolder(tmp_path / "r")
     run.path.mkdir()

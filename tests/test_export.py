@@ -9,7 +9,7 @@ import pytest
 import yaml
 from test_evaluate import trained_run
 
-from finetuner import export
+from finetuner.runs import export
 from finetuner.runs import RunFolder
 
 pytestmark = pytest.mark.slow
@@ -31,7 +31,7 @@ def test_adapter_zip_holds_the_peft_adapter(run):
 def test_merged_model_loads_and_generates(run):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from finetuner.generate import generate
+    from finetuner.modeling.generate import generate
 
     seen = []
     folder = export.export_merged(run, progress=lambda f, text: seen.append(f))

@@ -12,11 +12,11 @@ import typing
 
 import pytest
 
-from finetuner import models
+from finetuner.modeling import load as models
 from finetuner.config import RunConfig, from_dict, iter_fields
-from finetuner.errors import ConfigError
+from graders.errors import ConfigError
 from finetuner.runs import new_run
-from finetuner.train import train_run
+from finetuner.training.stages import train_run
 
 BASE = {"data": {"train": "rows.jsonl"}}
 GRADER = {"name": "exact", "type": "string_check", "input": "{{sample.output_text}}",

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from finetuner import data_read
+from finetuner.data import read as data_read
 from finetuner.config import DataConfig, ModelConfig, RunConfig
 from finetuner.data import check_data, load_stage_data, main_check_data
-from finetuner.errors import DataError
+from graders.errors import DataError
 from finetuner.ui import data_view, tab_data
 from finetuner.ui.context import AppContext, new_project
 

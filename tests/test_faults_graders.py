@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 
 from finetuner.config import from_dict
 from finetuner.runs import new_run
-from finetuner.train import train_run
+from finetuner.training.stages import train_run
 from finetuner.ui import figures, tab_monitor
 from finetuner.ui.context import AppContext
 from graders.testing import Reply, ScriptedJudgeServer

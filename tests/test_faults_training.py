@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from finetuner import arith
+from finetuner.demo import arith
 from finetuner.config import from_dict, save_config
-from finetuner.errors import RunError
+from graders.errors import RunError
 from finetuner.runs import RunFolder, list_runs, pid_alive, read_jsonl, refresh_state, wait
 from finetuner.ui import run_watch, tab_monitor, tab_runs
 from finetuner.ui.context import AppContext
@@ -170,7 +170,7 @@ def test_app_restart_reattaches_then_kill_9_is_noticed_and_the_checkpoint_resume
     # The last complete checkpoint loads as an adapter.
     from peft import PeftModel
 
-    from finetuner.models import load_model
+    from finetuner.modeling.load import load_model
 
     ckpt = run.last_checkpoint("sft")
     base, _tok, _plan = load_model("tiny", "none")

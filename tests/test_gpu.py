@@ -13,7 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 def test_auto_quantization_loads_4bit_on_cuda():
     import bitsandbytes as bnb
 
-    from finetuner.models import load_model
+    from finetuner.modeling.load import load_model
 
     model, _tok, plan = load_model("tiny", "auto")
     assert plan.quantize_4bit and plan.device == "cuda" and not plan.notice
@@ -38,9 +38,9 @@ def test_the_trainer_really_uses_paged_8bit_adamw(tmp_path):
 
     from finetuner.config import from_dict
     from finetuner.data import load_stage_data
-    from finetuner.models import load_model, lora_config
+    from finetuner.modeling.load import load_model, lora_config
     from finetuner.runs import new_run
-    from finetuner.train import build_sft_trainer
+    from finetuner.training.stages import build_sft_trainer
 
     data = write_data(tmp_path)
     cfg = from_dict({"model": {"name": "tiny"}, "data": {"train": data["train"]}, "sft": {"max_steps": 1}})

@@ -6,10 +6,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from finetuner import gpu_defaults
+from finetuner.planning import gpu_defaults
 from finetuner.config import from_dict
-from finetuner.errors import ConfigError
-from finetuner.train import _common_args, _grpo_args, _sft_args
+from graders.errors import ConfigError
+from finetuner.training.stages import _common_args, _grpo_args, _sft_args
 
 GRADER = [{"name": "g", "type": "length", "max": 5}]
 
@@ -57,7 +57,7 @@ def test_cpu_path_is_unchanged(gpu, tmp_path):
 
 def test_missing_bitsandbytes_falls_back_to_adamw_with_a_notice(gpu, tmp_path, caplog):
     gpu.setattr(gpu_defaults, "bitsandbytes_available", lambda: False)
-    with caplog.at_level(logging.WARNING, logger="finetuner.train"):
+    with caplog.at_level(logging.WARNING, logger="finetuner.training.stages"):
         args = _common_args(cfg(), "sft", run(tmp_path), "cuda")
     assert args["optim"] == "adamw_torch_fused" and args["activation_checkpointing"] is True
     assert "bitsandbytes is not installed" in caplog.text and "pip install bitsandbytes" in caplog.text
@@ -104,9 +104,9 @@ def test_vllm_asked_for_but_missing_is_refused_with_how_to_install(gpu, tmp_path
 
 
 def test_a_run_asking_for_missing_vllm_fails_before_loading_anything(gpu, tmp_path):
-    from finetuner import models
+    from finetuner.modeling import load as models
     from finetuner.runs import new_run
-    from finetuner.train import train_run
+    from finetuner.training.stages import train_run
 
     def never(*a, **k):
         raise AssertionError("the model must not load")

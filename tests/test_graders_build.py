@@ -2,7 +2,7 @@
 
 import pytest
 
-from finetuner.errors import ConfigError
+from graders.errors import ConfigError
 from graders import GraderConfigError, build_graders
 from graders.python_grader import MAX_SOURCE_BYTES
 

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from finetuner.errors import ConfigError
+from graders.errors import ConfigError
 from graders import build_graders
 
 
@@ -146,7 +146,7 @@ def test_length_bounds():
 
 def test_length_tokens(tmp_path):
     pytest.importorskip("tokenizers")
-    from finetuner.tiny import build_tokenizer
+    from finetuner.modeling.tiny import build_tokenizer
 
     build_tokenizer().save_pretrained(tmp_path)  # character-level: one token per character
     g = one(type="length", unit="tokens", max=4, tokenizer=str(tmp_path))

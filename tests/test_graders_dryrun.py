@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from finetuner.errors import ConfigError, DataError
+from graders.errors import ConfigError, DataError
 from graders import build_graders
 from graders.cli import main, read_rows
 from graders.dryrun import dry_run, load_grader_file

@@ -9,10 +9,10 @@ import pytest
 from test_faults_graders import SPREAD, closed_port, judge, monitor, rft_cfg, write_rows
 from test_ui_train import checked_demo, values
 
-from finetuner.callbacks import _grader_over_limit
-from finetuner.grader_check import dry_run_config
+from finetuner.training.callbacks import _grader_over_limit
+from finetuner.evaluation.grader_check import dry_run_config
 from finetuner.runs import new_run
-from finetuner.train import train_run
+from finetuner.training.stages import train_run
 from finetuner.ui import tab_graders as tg
 from finetuner.ui import tab_train
 from finetuner.ui.context import AppContext

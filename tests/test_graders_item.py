@@ -10,9 +10,9 @@ import pytest
 
 from finetuner.config import from_dict
 from finetuner.data import load_stage_data
-from finetuner.data_trl import GRPO_RESERVED
-from finetuner.grader_check import dry_run_config
-from finetuner.models import load_tokenizer
+from finetuner.data.to_trl import GRPO_RESERVED
+from finetuner.evaluation.grader_check import dry_run_config
+from finetuner.modeling.load import load_tokenizer
 from finetuner.ui import tab_graders as tg
 from finetuner.ui.context import new_project
 from graders import build_graders, build_item
@@ -144,7 +144,7 @@ def test_build_item_renames_the_reference_and_takes_a_rows_own_prompt():
 
 
 def test_evaluation_items_match_training_items(tmp_path):
-    from finetuner.evaluate import eval_split
+    from finetuner.evaluation.heldout import eval_split
 
     path = write_data(tmp_path, ROWS * 3)
     cfg = from_dict({"name": "t", "method": "rft", "model": {"name": "tiny"},

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from finetuner.errors import ConfigError
+from graders.errors import ConfigError
 from graders import build_graders
 from graders.formula import Formula, FormulaError, FormulaSyntaxError
 

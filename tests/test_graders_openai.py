@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from finetuner.errors import ConfigError
+from graders.errors import ConfigError
 from graders.openai_compat import load_openai
 from graders.testing import Reply, ScriptedJudgeServer
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from finetuner.errors import ConfigError
+from graders.errors import ConfigError
 from graders import build_graders, make_sample
 from graders.base import GraderFailure
 from graders.templating import Template, TemplateSyntaxError, render

@@ -7,9 +7,9 @@ import time
 
 import pytest
 
-from finetuner import arith
+from finetuner.demo import arith
 from finetuner.config import from_dict, load_config, save_config
-from finetuner.errors import ConfigError
+from graders.errors import ConfigError
 from finetuner.runs import RunFolder, new_run
 from finetuner.ui import figures, run_watch, tab_monitor
 from finetuner.ui.context import AppContext
@@ -88,8 +88,8 @@ def test_monitor_shows_the_chart_and_table_only_for_a_run_that_has_them(tmp_path
 
 @pytest.mark.slow
 def test_a_real_run_logs_heldout_scores_at_base_mid_and_end_of_each_stage(tmp_path):
-    from finetuner.evaluate import evaluate_run
-    from finetuner.train import train_run
+    from finetuner.evaluation.heldout import evaluate_run
+    from finetuner.training.stages import train_run
     from test_train import EXACT, PY_GRADER, make_cfg, write_jsonl
 
     sft = [{"prompt": r["prompt"], "completion": f"Answer: {r['answer']}", "answer": r["answer"]}
@@ -135,7 +135,7 @@ def test_a_stage_stopped_early_is_not_scored_at_its_end(tmp_path):
     import threading
 
     from finetuner.runs import request_stop
-    from finetuner.train import train_run
+    from finetuner.training.stages import train_run
     from test_train import make_cfg, write_jsonl
 
     rows = [{"prompt": r["prompt"], "completion": f"Answer: {r['answer']}", "answer": r["answer"]}

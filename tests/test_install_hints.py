@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from finetuner import export
+from finetuner.runs import export
 
 ROOT = Path(__file__).resolve().parents[1]
 # `pip install finetuner`, `pip install -U finetuner`, `pip3 install finetuner[all]`, `uv pip install finetuner`...

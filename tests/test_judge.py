@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from finetuner.errors import ConfigError
+from graders.errors import ConfigError
 from graders import build_graders
 from graders.rubrics import RUBRICS, rubric_spec
 from graders.testing import Reply, ScriptedJudgeServer

@@ -8,9 +8,9 @@ from graders import build_graders
 
 
 def _tiny():
-    tiny = pytest.importorskip("finetuner.tiny")
+    tiny = pytest.importorskip("finetuner.modeling.tiny")
     if not os.path.isfile(os.path.join(tiny.TINY_DIR, "model.safetensors")):
-        pytest.skip("the built-in tiny model is not built (finetuner/assets/tiny)")
+        pytest.skip("the built-in tiny model is not built (finetuner/modeling/assets/tiny)")
     return tiny.tiny_path()
 
 

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 
 from finetuner.config import from_dict
-from finetuner.errors import ModelError
-from finetuner.memory import (EIGHT_BIT_MIN, FOUR_BIT, GB, KNOWN, LOGPROB_TOKEN_TILE, LOGPROB_VOCAB_TILE, Arch,
+from graders.errors import ModelError
+from finetuner.planning.memory import (EIGHT_BIT_MIN, FOUR_BIT, GB, KNOWN, LOGPROB_TOKEN_TILE, LOGPROB_VOCAB_TILE, Arch,
                               adapter_params, adapter_tensors, arch_for, arch_from_config, estimate,
                               optimizer_bytes, rft_cost)
 
@@ -176,7 +176,7 @@ def test_more_generations_raise_the_estimate():
 
 
 def test_defaults_follow_the_installed_packages(monkeypatch):
-    from finetuner import gpu_defaults
+    from finetuner.planning import gpu_defaults
 
     c = cfg(method="rft", graders=GRADER, rft={"batch_size": 4, "num_generations": 2})
     monkeypatch.setattr(gpu_defaults, "bitsandbytes_available", lambda: False)

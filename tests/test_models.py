@@ -2,9 +2,9 @@
 
 import pytest
 
-from finetuner import models
+from finetuner.modeling import load as models
 from finetuner.config import AdapterConfig
-from finetuner.errors import ModelError
+from graders.errors import ModelError
 
 
 def test_auto_on_cpu_is_fp32_lora_with_a_notice(monkeypatch):

@@ -3,7 +3,7 @@
 import pytest
 
 from finetuner.config import from_dict
-from finetuner.recommend import (GPU_PRESETS, MODELS, base_pass_rate, model_choices, nested, preset_for, recommend,
+from finetuner.planning.recommend import (GPU_PRESETS, MODELS, base_pass_rate, model_choices, nested, preset_for, recommend,
                                  verifiable_graders)
 
 EXACT = {"name": "exact", "type": "string_check", "input": "{{sample.output_text}}", "reference": "{{item.a}}"}

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from finetuner.jsonl_log import JsonlTail, segments
+from finetuner.runs.jsonl_log import JsonlTail, segments
 from finetuner.runs import RunFolder
 from finetuner.ui import rollouts, run_watch, tab_monitor, tab_runs
 from finetuner.ui.context import AppContext

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from finetuner import arith
+from finetuner.demo import arith
 from finetuner.config import from_dict
 from finetuner.runs import FINAL_STATES, RunFolder, launch, request_stop, wait
 from finetuner.ui import eval_tables, rollouts, tab_evaluate, tab_monitor, tab_runs

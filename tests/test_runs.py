@@ -6,8 +6,8 @@ import sys
 
 import pytest
 
-from finetuner.callbacks import prune_checkpoints
-from finetuner.errors import RunError
+from finetuner.training.callbacks import prune_checkpoints
+from graders.errors import RunError
 from finetuner.runs import RunFolder, list_runs, new_run, open_run, read_jsonl, refresh_state, safe_name
 
 

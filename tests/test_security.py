@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 import app
-from finetuner import export
-from finetuner.errors import DataError, FinetunerError, RunError
+from finetuner.runs import export
+from graders.errors import DataError, FinetunerError, RunError
 from finetuner.runs import RunFolder, list_runs, open_run
 from finetuner.ui import grader_forms as gf
 from finetuner.ui import tab_evaluate, tab_graders, tab_monitor, tab_runs
@@ -313,7 +313,7 @@ def test_hostile_python_graders_are_stopped_per_row_from_the_graders_tab(listene
 def test_a_key_in_a_run_file_is_refused_before_anything_is_saved(tmp_path, spec, field):
     # The CLI and YAML path: validation refuses before the config is copied into a run folder.
     from finetuner.config import from_dict
-    from finetuner.errors import ConfigError
+    from graders.errors import ConfigError
 
     judge = {"name": "j", "type": "score_model", "model": "m", "input": "{{sample.output_text}}", **spec}
     with pytest.raises(ConfigError, match=field) as info:

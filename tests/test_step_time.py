@@ -6,11 +6,11 @@ import time
 
 import pytest
 
-from finetuner import step_time
+from finetuner.planning import step_time
 from finetuner.config import from_dict, save_config
-from finetuner.errors import RunError
-from finetuner.memory import detect_memory, resolve_quantization
-from finetuner.recommend import model_caveat, own_data, recommend
+from graders.errors import RunError
+from finetuner.planning.memory import detect_memory, resolve_quantization
+from finetuner.planning.recommend import model_caveat, own_data, recommend
 from finetuner.runs import RunFolder
 from finetuner.ui.welcome import EXAMPLE, demo_project
 
@@ -192,7 +192,7 @@ def test_tiny_scoring_on_own_data_gets_no_noise_warning():
 
 def test_base_pass_rate_without_a_declared_range_uses_the_weights():
     """A Python grader declares no range, so the dry run has none; 1.248 of a possible 3 is 42 %, not 100 %."""
-    from finetuner.recommend import base_pass_rate
+    from finetuner.planning.recommend import base_pass_rate
 
     dry = {"source": "base", "mean": 1.248, "range": None,
            "graders": {"correct": {"weight": 1, "mean": 0.0}, "partial": {"weight": 1, "mean": 0.698},

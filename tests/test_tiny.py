@@ -17,9 +17,9 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from finetuner import arith  # noqa: E402
-from finetuner.errors import ModelError  # noqa: E402
-from finetuner.tiny import CHARS, TINY_DIR, build_tokenizer, tiny_path  # noqa: E402
+from finetuner.demo import arith  # noqa: E402
+from graders.errors import ModelError  # noqa: E402
+from finetuner.modeling.tiny import CHARS, TINY_DIR, build_tokenizer, tiny_path  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -104,7 +104,7 @@ def test_committed_model_answers_in_other_styles(committed):
 
 
 def test_tiny_path_missing_says_how_to_rebuild(monkeypatch, tmp_path):
-    import finetuner.tiny as tiny
+    import finetuner.modeling.tiny as tiny
 
     monkeypatch.setattr(tiny, "TINY_DIR", tmp_path / "nope")
     with pytest.raises(ModelError, match="scripts/build_tiny.py"):

@@ -9,10 +9,10 @@ import time
 import pytest
 from safetensors.torch import load_file
 
-from finetuner import arith
+from finetuner.demo import arith
 from finetuner.config import from_dict
 from finetuner.runs import RunFolder, launch, new_run, request_stop, wait
-from finetuner.train import train_run
+from finetuner.training.stages import train_run
 
 pytestmark = pytest.mark.slow
 
@@ -89,7 +89,7 @@ def test_rft_logs_reward_per_grader_and_rollouts(tmp_path, data):
 
 
 def test_sft_then_rft_continues_the_sft_adapter(tmp_path, data):
-    from finetuner.train import adapter_fingerprint  # noqa: F401 - the function whose output we compare
+    from finetuner.training.stages import adapter_fingerprint  # noqa: F401 - the function whose output we compare
 
     run = new_run(tmp_path / "runs", "both")
     status = train_run(make_cfg(data, method="sft+rft"), run)

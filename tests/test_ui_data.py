@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from finetuner.errors import DataError
+from graders.errors import DataError
 from finetuner.ui import data_view, tab_data
 from finetuner.ui.context import AppContext, new_project
 from finetuner.ui.welcome import demo_project

@@ -173,7 +173,7 @@ def test_dry_run_with_base_model_samples():
 
 
 def test_dry_run_needs_data_and_graders():
-    from finetuner.errors import DataError
+    from graders.errors import DataError
 
     with pytest.raises(DataError, match="Data tab"):
         tg.test_on_data(new_project(), 5, tg.COLUMN, "completion", 2)

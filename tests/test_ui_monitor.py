@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from finetuner import arith
+from finetuner.demo import arith
 from finetuner.config import from_dict
 from finetuner.runs import RunFolder, launch, list_runs, wait
 from finetuner.ui import rollouts, run_watch, tab_monitor

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from finetuner.errors import RunError
+from graders.errors import RunError
 from finetuner.runs import RunFolder
 from finetuner.ui import tab_runs
 from finetuner.ui.context import AppContext

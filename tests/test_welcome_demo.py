@@ -7,7 +7,7 @@ import gradio as gr
 import pytest
 
 from finetuner.config import load_config, portable_config, to_dict
-from finetuner.errors import RunError
+from graders.errors import RunError
 from finetuner.runs import force_stop, list_runs, open_run, pid_alive, wait
 from finetuner.ui import welcome
 from finetuner.ui.context import AppContext

@@ -12,7 +12,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent.parent))  # the repo root, so this runs without installing the package
 
-from finetuner import arith  # noqa: E402
+from finetuner.demo import arith  # noqa: E402
 
 
 def write(name: str, rows: list[dict]) -> None:

@@ -8,7 +8,7 @@ their handlers as plain functions, tested without a browser.
 
 from __future__ import annotations
 
-from .context import AppContext, Shared, new_project
+from finetuner.ui.context import AppContext, Shared, new_project
 
 TITLE = "Finetuner"
 CSS = """
@@ -25,7 +25,7 @@ def build_app(ctx: AppContext):
     # import is still under way, and `datasets` (hashing a dataset in another handler) then finds no
     # `transformers.PreTrainedTokenizerBase` and fails (seen at page load: Evaluate and Monitor at once).
     transformers.PreTrainedTokenizerBase  # noqa: B018 - touching it finishes the import
-    from . import draft, tab_data, tab_evaluate, tab_graders, tab_monitor, tab_runs, tab_train, welcome
+    from finetuner.ui import draft, tab_data, tab_evaluate, tab_graders, tab_monitor, tab_runs, tab_train, welcome
 
     with gr.Blocks(title=TITLE, analytics_enabled=False) as demo:
         project = gr.State(new_project())

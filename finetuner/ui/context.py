@@ -14,7 +14,7 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import FinetunerError
+from graders.errors import FinetunerError
 
 log = logging.getLogger("finetuner.ui")
 
@@ -47,7 +47,7 @@ class AppContext:
 
     def active_run(self) -> dict | None:
         """The run now training, if any (one run at a time per GPU)."""
-        from ..runs import active_run
+        from finetuner.runs import active_run
 
         return active_run(self.runs_dir)
 
@@ -55,9 +55,9 @@ class AppContext:
         """Start `config` unless a run is training: the check and the start are one step under a lock file in
         the runs folder, so two Launch clicks (two browser tabs, two app processes) never start two runs.
         Raises RunError naming the run in the way."""
-        from ..errors import RunError
-        from ..runs import launch
-        from ..step_time import active_probe
+        from graders.errors import RunError
+        from finetuner.runs import launch
+        from finetuner.planning.step_time import active_probe
 
         probe = active_probe(self.runs_dir)
         if probe is not None:  # "Measure a step" is timing a few steps: a run beside it would spoil both

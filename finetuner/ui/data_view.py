@@ -16,9 +16,9 @@ import shutil
 import threading
 from pathlib import Path
 
-from ..data_read import EXTENSIONS
-from ..errors import DataError, FinetunerError
-from ..runs import safe_name
+from finetuner.data.read import EXTENSIONS
+from graders.errors import DataError, FinetunerError
+from finetuner.runs import safe_name
 
 SHOWN_ERRORS = 20
 TRAINED_STYLE = "background:#c8f0c8;color:#0b4a0b;border-bottom:2px solid #2e9e2e;border-radius:2px"
@@ -61,7 +61,7 @@ TOKENIZER_LOCK = threading.RLock()
 
 @functools.lru_cache(maxsize=4)
 def _tokenizer(name: str):
-    from ..models import load_tokenizer
+    from finetuner.modeling.load import load_tokenizer
 
     return load_tokenizer(name)
 

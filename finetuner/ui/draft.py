@@ -30,9 +30,9 @@ from pathlib import Path
 
 import gradio as gr
 
-from ..errors import FinetunerError
-from ..export import strip_secrets
-from .context import AppContext, Shared, new_project, safe
+from graders.errors import FinetunerError
+from finetuner.runs.export import strip_secrets
+from finetuner.ui.context import AppContext, Shared, new_project, safe
 
 log = logging.getLogger("finetuner.ui")
 

@@ -23,7 +23,7 @@ from array import array
 from collections import OrderedDict
 from pathlib import Path
 
-from ..runs import ACTIVE_STATES, JsonlTail, RunFolder, refresh_state, tail_jsonl
+from finetuner.runs import ACTIVE_STATES, JsonlTail, RunFolder, refresh_state, tail_jsonl
 
 # Row keys that describe the row rather than measure something.
 META_KEYS = {"stage", "step", "run_step", "time", "epoch"}

@@ -14,11 +14,11 @@ import copy
 
 import gradio as gr
 
-from ..config import DataConfig, help_for, iter_fields
-from ..data import check_data, detect_format, split_indices
-from ..errors import DataError
-from .context import AppContext, Shared, bind, safe
-from .data_view import TOKENIZER_LOCK, display_name, preview_html, report_markdown, save_upload, tokenizer_for
+from finetuner.config import DataConfig, help_for, iter_fields
+from finetuner.data import check_data, detect_format, split_indices
+from graders.errors import DataError
+from finetuner.ui.context import AppContext, Shared, bind, safe
+from finetuner.ui.data_view import TOKENIZER_LOCK, display_name, preview_html, report_markdown, save_upload, tokenizer_for
 
 METHODS = [("SFT: learn from labelled answers", "sft"), ("RFT: learn from graders' scores", "rft"),
            ("SFT then RFT", "sft+rft")]
@@ -31,7 +31,7 @@ DEFAULTS = DataConfig()
 
 
 def _copy(project: dict | None) -> dict:
-    from .context import new_project
+    from finetuner.ui.context import new_project
 
     return copy.deepcopy(project) if project else new_project()
 
@@ -186,7 +186,7 @@ def _default_columns() -> dict:
 
 def _guess_columns(columns: list[str], method: str) -> dict:
     """Likely column overrides from common names (question/answer, instruction/output, conversations...)."""
-    from ..data_rows import LIKELY
+    from finetuner.data.rows import LIKELY
 
     lowered = {c.lower(): c for c in columns}
     guess = {}

@@ -15,15 +15,15 @@ import time
 
 import gradio as gr
 
-from .. import evaluate as ev
-from ..config import load_config
-from ..errors import FinetunerError, RunError
-from ..runs import ACTIVE_STATES, list_runs, open_run, refresh_state
-from . import figures
-from .context import AppContext, Shared, bind, safe
-from .eval_tables import COMPARE_FILTERS, ROW_HINT, comparison_table, row_detail, summary_table
-from .tab_monitor import run_choices
-from .tab_shown import on_shown
+from finetuner.evaluation import heldout as ev
+from finetuner.config import load_config
+from graders.errors import FinetunerError, RunError
+from finetuner.runs import ACTIVE_STATES, list_runs, open_run, refresh_state
+from finetuner.ui import figures
+from finetuner.ui.context import AppContext, Shared, bind, safe
+from finetuner.ui.eval_tables import COMPARE_FILTERS, ROW_HINT, comparison_table, row_detail, summary_table
+from finetuner.ui.tab_monitor import run_choices
+from finetuner.ui.tab_shown import on_shown
 
 log = logging.getLogger("finetuner.ui")
 LIVE_SECONDS = 3.0  # how often the tab re-reads a run that is training (the timer is off otherwise)
@@ -106,7 +106,7 @@ _HELD_OUT: dict = {}  # (run folder, config mtime) -> held-out row count: counti
 def held_out_rows(run) -> int | None:
     """How many held-out rows the run has (the rows Evaluate can answer), or None when its data cannot be read
     now (moved, a Hub id offline): then the slider keeps its general range."""
-    from ..data import load_stage_data
+    from finetuner.data import load_stage_data
 
     try:
         key = (str(run.path), run.config_path.stat().st_mtime_ns)

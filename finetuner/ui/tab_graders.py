@@ -22,11 +22,11 @@ import os
 import gradio as gr
 import yaml
 
-from ..config import from_dict, yaml_text
-from ..errors import DataError, FinetunerError
-from . import grader_forms as gf
-from .context import Shared, new_project, safe
-from .grader_report import (blocking_failure, graders_key, histogram, rows_table,  # noqa: F401 - the tab's API
+from finetuner.config import from_dict, yaml_text
+from graders.errors import DataError, FinetunerError
+from finetuner.ui import grader_forms as gf
+from finetuner.ui.context import Shared, new_project, safe
+from finetuner.ui.grader_report import (blocking_failure, graders_key, histogram, rows_table,  # noqa: F401 - the tab's API
                             summary_markdown, warnings_markdown)
 
 BASE, COLUMN = "Base-model samples (K per prompt)", "A data column (e.g. the reference answers)"
@@ -198,8 +198,8 @@ def _first_item(project: dict, spec: dict) -> dict | None:
     `spec` (the grader being tried) stands in for the project's graders, which may not exist yet."""
     from graders.item import build_item
 
-    from ..grader_check import rft_items
-    from .data_view import TOKENIZER_LOCK, tokenizer_for
+    from finetuner.evaluation.grader_check import rft_items
+    from finetuner.ui.data_view import TOKENIZER_LOCK, tokenizer_for
 
     row = _first_row(project)
     if row is None:
@@ -217,7 +217,7 @@ def _first_item(project: dict, spec: dict) -> dict | None:
 @functools.lru_cache(maxsize=8)
 def _read_first_row(path: str, stamp) -> dict | None:
     # Cached per file version: every project change redraws this tab, and files can be large.
-    from ..data import read_source
+    from finetuner.data import read_source
 
     try:
         return read_source(path).rows[0]
@@ -247,8 +247,8 @@ def dry_run_cfg(project: dict):
 
 def test_on_data(project, rows, source, column, k):
     """Grade `rows` rows: the text from `column`, or `k` base-model samples per prompt."""
-    from ..grader_check import dry_run_config, rft_items
-    from .data_view import TOKENIZER_LOCK, tokenizer_for
+    from finetuner.evaluation.grader_check import dry_run_config, rft_items
+    from finetuner.ui.data_view import TOKENIZER_LOCK, tokenizer_for
 
     project = _copy(project)
     cfg = dry_run_cfg(project)

@@ -17,12 +17,12 @@ import re
 
 import gradio as gr
 
-from ..errors import RunError
-from ..runs import ACTIVE_STATES, force_stop, list_runs, open_run, request_stop
-from . import figures, rollouts
-from .context import AppContext, Shared, bind, safe
-from .context import confirm_row as confirm_row_of
-from .run_watch import get_watch, health_warnings, progress, progress_text
+from graders.errors import RunError
+from finetuner.runs import ACTIVE_STATES, force_stop, list_runs, open_run, request_stop
+from finetuner.ui import figures, rollouts
+from finetuner.ui.context import AppContext, Shared, bind, safe
+from finetuner.ui.context import confirm_row as confirm_row_of
+from finetuner.ui.run_watch import get_watch, health_warnings, progress, progress_text
 
 log = logging.getLogger("finetuner.ui")
 TICK_SECONDS = 2.0

@@ -13,15 +13,15 @@ import time
 import gradio as gr
 import yaml
 
-from .. import export
-from ..errors import RunError
-from ..runs import (ACTIVE_STATES, FINAL_STATES, launch_lock, list_runs, open_run, refuse_if_busy,
+from finetuner.runs import export
+from graders.errors import RunError
+from finetuner.runs import (ACTIVE_STATES, FINAL_STATES, launch_lock, list_runs, open_run, refuse_if_busy,
                     start_child)
-from . import figures
-from .context import AppContext, Shared, bind, confirm_row, safe
-from .run_watch import forget, get_watch, latest, tail_rows
-from .tab_monitor import run_choices
-from .tab_shown import on_shown
+from finetuner.ui import figures
+from finetuner.ui.context import AppContext, Shared, bind, confirm_row, safe
+from finetuner.ui.run_watch import forget, get_watch, latest, tail_rows
+from finetuner.ui.tab_monitor import run_choices
+from finetuner.ui.tab_shown import on_shown
 
 LIVE_SECONDS = 5.0  # the table's refresh while a run trains; off otherwise (opening the tab re-reads it)
 HEADERS = ["run", "state", "method", "model", "steps", "started", "duration", "reward", "eval reward", "loss",

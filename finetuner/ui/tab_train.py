@@ -17,10 +17,12 @@ import math
 
 import gradio as gr
 
-from .. import memory, recommend, step_time
-from ..config import RunConfig, dump_yaml, from_dict, iter_fields, to_dict, yaml_text
-from ..errors import FinetunerError, RunError
-from .context import AppContext, Shared, bind, new_project, safe
+from finetuner.planning import memory
+from finetuner.planning import recommend
+from finetuner.planning import step_time
+from finetuner.config import RunConfig, dump_yaml, from_dict, iter_fields, to_dict, yaml_text
+from graders.errors import FinetunerError, RunError
+from finetuner.ui.context import AppContext, Shared, bind, new_project, safe
 
 INFO = {name: (tp, default, text.replace("`", ""), choices) for name, tp, default, text, choices in iter_fields()}
 ADAPTER = ("model.quantization", "adapter.type", "adapter.r", "adapter.alpha", "adapter.dropout",
@@ -273,7 +275,7 @@ def launch(ctx: AppContext, project, *values):
     missing = model_missing(cfg.model.name)
     if missing:
         return gr.skip(), gr.skip(), f"❌ {missing}"
-    from .grader_report import blocking_failure
+    from finetuner.ui.grader_report import blocking_failure
 
     # A grader that failed on every test row would reward nothing but cost every step; SFT does not use it.
     blocked = blocking_failure(project) if "rft" in cfg.method else ""

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import yaml
 
-from ..errors import RunError
-from .context import AppContext, Shared, bind, confirm_row, new_project, safe
+from graders.errors import RunError
+from finetuner.ui.context import AppContext, Shared, bind, confirm_row, new_project, safe
 
 EXAMPLE = Path(__file__).resolve().parent.parent.parent / "examples" / "arithmetic"
 
@@ -50,7 +50,7 @@ def start_demo(ctx: AppContext):
     Returns (project, run id, tabs). While a run trains nothing starts: RunError says which run is in the way."""
     import gradio as gr
 
-    from ..config import load_config
+    from finetuner.config import load_config
 
     cfg = load_config(EXAMPLE / "run.yaml")
     try:

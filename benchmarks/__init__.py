@@ -1,0 +1,1 @@
+"""Everything `python -m finetuner bench` runs (`python -m benchmarks`); may import anything."""

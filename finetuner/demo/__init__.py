@@ -1,0 +1,1 @@
+"""The built-in offline demo (`python -m finetuner demo`) and its arithmetic task."""

@@ -1,0 +1,93 @@
+"""`python -m finetuner demo`: the offline SFT -> RFT demonstration on the built-in model.
+
+It launches `examples/arithmetic/run.yaml` exactly as the app would (a child process writing a run folder),
+then measures held-out format compliance and accuracy for the base model, after SFT and after RFT, on
+problems the model never trained on. With `--json` the last printed line is one JSON object.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "arithmetic"
+
+
+def _follow(run, started: float) -> dict:
+    """Print the run's progress from its folder until it ends (the same files the UI reads)."""
+    from finetuner.runs import FINAL_STATES, read_jsonl, refresh_state
+
+    offset, last_print = 0, 0.0
+    while True:
+        rows, offset = read_jsonl(run.metrics_path, offset)
+        status = refresh_state(run)
+        if rows and time.time() - last_print > 2:
+            last = rows[-1]
+            value = (f"reward {last['reward']:.3f}" if last.get("reward") is not None else
+                     f"loss {last['loss']:.4f}" if last.get("loss") is not None else "")
+            print(f"  {time.time() - started:5.0f}s  {last['stage']} step {last['step']}/{status.get('total', '?')}"
+                  f"  {value}", flush=True)
+            last_print = time.time()
+        if status.get("state") in FINAL_STATES:
+            return status
+        time.sleep(0.5)
+
+
+def measure(run, rows: list[dict]) -> dict:
+    """Held-out format and accuracy of the base model and of each stage's adapter."""
+    from peft import PeftModel
+
+    from finetuner.demo import arith
+    from finetuner.modeling.load import load_model
+
+    base, tok, _ = load_model("tiny")
+    results = {"base": arith.evaluate(base, tok, rows)}
+    model = None
+    for stage in ("sft", "rft"):
+        path = run.stage_adapter(stage)
+        if not path.exists():
+            continue
+        if model is None:
+            model = PeftModel.from_pretrained(base, str(path), adapter_name=stage)
+        else:
+            model.load_adapter(str(path), adapter_name=stage)
+        model.set_adapter(stage)
+        results[stage] = arith.evaluate(model, tok, rows)
+    return results
+
+
+def run_demo(runs_dir: str = "runs", as_json: bool = False, rft_steps: int | None = None) -> int:
+    from finetuner.config import load_config, to_dict, from_dict
+    from finetuner.data import read_source
+    from finetuner.runs import launch
+
+    started = time.time()
+    cfg = load_config(EXAMPLE / "run.yaml")
+    if rft_steps is not None:
+        data = to_dict(cfg)
+        data["rft"]["max_steps"] = rft_steps
+        cfg = from_dict(data, base_dir=cfg.base_dir)
+    run = launch(cfg, runs_dir)
+    print(f"Demo run {run.path}: SFT teaches the 'Answer: N' format, then RFT rewards correct sums.", flush=True)
+    status = _follow(run, started)
+    if status.get("state") != "finished":
+        print(f"The demo run ended {status.get('state')}: {status.get('error')}. See {run.log_path}.")
+        return 1
+    train_seconds = time.time() - started
+    rows = read_source(str(EXAMPLE / "eval.jsonl")).rows
+    results = measure(run, rows)
+    results = {k: {m: round(v, 4) for m, v in r.items()} for k, r in results.items()}
+    summary = {**results, "seconds": round(time.time() - started, 1), "train_seconds": round(train_seconds, 1),
+               "heldout_rows": len(rows), "run_dir": str(run.path)}
+    run.eval_dir.mkdir(exist_ok=True)
+    (run.eval_dir / "demo.json").write_text(json.dumps(summary, indent=1))
+    print(f"\nHeld-out problems: {len(rows)} (never trained on)")
+    print(f"{'model':<10}{'format':>10}{'accuracy':>10}")
+    for name in ("base", "sft", "rft"):
+        if name in results:
+            print(f"{name:<10}{results[name]['format']:>10.1%}{results[name]['accuracy']:>10.1%}")
+    print(f"Total {summary['seconds']:.0f}s (training {train_seconds:.0f}s). Run folder: {run.path}")
+    if as_json:
+        print(json.dumps(summary))
+    return 0

@@ -1,0 +1,284 @@
+"""Evaluate a run on its held-out rows: the base model, after SFT and after RFT, scored by the run's graders.
+
+    results = evaluate_run(open_run("runs", run_id), rows=50, progress=lambda f, desc: ...)
+    results["models"]["rft"]["total"]      # mean weighted score of the tuned model
+    # written: runs/<id>/eval/results.json and eval/samples.jsonl (one row per held-out prompt)
+
+Generation is greedy (generate.py) so the numbers are repeatable. Models are kept in `MODELS`, a small
+cache holding one copy of each base model with its adapters attached by name, so the Evaluate tab and the
+playground (`chat_reply`) switch between base / SFT / RFT without loading weights again, and without a
+second copy of a large model in memory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import threading
+import time
+from collections import OrderedDict
+from pathlib import Path
+
+from graders.errors import DataError, FinetunerError, RunError
+from finetuner.runs import RunFolder
+
+LABELS = {"base": "Base model", "sft": "After SFT", "rft": "After RFT"}
+# Scores a run without graders (plain SFT) by the reference answer, so the comparison still means something.
+REFERENCE_GRADER = {"name": "matches_reference", "type": "string_check", "input": "{{sample.output_text}}",
+                    "reference": "{{item.completion}}", "operation": "eq"}
+
+
+# ------------------------------------------------------------------ which models
+
+
+def _has_adapter(path: Path) -> bool:
+    return (path / "adapter_config.json").exists()
+
+
+def model_variants(run: RunFolder) -> list[tuple[str, str, str | None]]:
+    """[(key, label, adapter folder or None)]: base, then each stage's adapter that exists.
+
+    A run stopped mid-stage has that stage's adapter only in `adapter/`; it is used, and labelled so."""
+    status = run.read_status()
+    method = status.get("method") or ""
+    stages = status.get("stages") or (["sft", "rft"] if method == "sft+rft" else [method] if method else [])
+    out: list[tuple[str, str, str | None]] = [("base", LABELS["base"], None)]
+    for stage in stages:
+        path = run.stage_adapter(stage)
+        label = LABELS.get(stage, stage)
+        if not _has_adapter(path) and stage == status.get("stage") and _has_adapter(run.adapter):
+            path = run.adapter
+            if status.get("state") != "finished":
+                label += f" (stopped at step {status.get('step')})"
+        if _has_adapter(path):
+            out.append((stage, label, str(path)))
+    if len(out) == 1 and _has_adapter(run.adapter):
+        out.append(("tuned", "Tuned", str(run.adapter)))
+    return out
+
+
+# ------------------------------------------------------------------ the model cache
+
+
+class _Entry:
+    def __init__(self, model, tok):
+        self.model, self.tok = model, tok
+        self.lock = threading.Lock()
+        self.adapters: dict[str, tuple[str, str]] = {}  # folder -> (fingerprint, adapter name)
+
+
+class ModelCache:
+    """One loaded copy per base model; adapters are attached to it by name and switched per call."""
+
+    def __init__(self, max_models: int = 2):
+        self.max_models = max_models
+        self._entries: OrderedDict[tuple, _Entry] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def _entry(self, model_name: str, quantization: str, trust: bool) -> _Entry:
+        key = (model_name, quantization, trust)
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                from finetuner.modeling.generate import load_for_inference
+
+                entry = self._entries[key] = _Entry(*load_for_inference(model_name, None, quantization, trust))
+                while len(self._entries) > self.max_models:
+                    self._entries.popitem(last=False)
+            self._entries.move_to_end(key)
+            return entry
+
+    @contextlib.contextmanager
+    def use(self, model_name: str, adapter: str | None = None, quantization: str = "auto", trust: bool = False):
+        """(model, tokenizer) with `adapter` active (None: the base model alone), held exclusively."""
+        entry = self._entry(model_name, quantization, trust)
+        with entry.lock:
+            if adapter is None:
+                if hasattr(entry.model, "disable_adapter"):
+                    with entry.model.disable_adapter():
+                        yield entry.model, entry.tok
+                else:
+                    yield entry.model, entry.tok
+                return
+            name = self._attach(entry, adapter)
+            entry.model.set_adapter(name)
+            yield entry.model, entry.tok
+
+    @staticmethod
+    def _attach(entry: _Entry, adapter: str) -> str:
+        from peft import PeftModel
+
+        folder = str(Path(adapter).resolve())
+        weights = next(iter(Path(folder).glob("adapter_model.*")), None)
+        if weights is None:
+            raise RunError(f"No adapter weights in {folder}. The stage did not finish saving; pick another model.")
+        stat = weights.stat()
+        fingerprint = f"{stat.st_size}-{stat.st_mtime_ns}"
+        known = entry.adapters.get(folder)
+        if known and known[0] == fingerprint:
+            return known[1]
+        name = "a" + hashlib.sha1(f"{folder}{fingerprint}".encode()).hexdigest()[:12]
+        if not isinstance(entry.model, PeftModel):
+            entry.model = PeftModel.from_pretrained(entry.model, folder, adapter_name=name)
+        else:
+            entry.model.load_adapter(folder, adapter_name=name)
+            if known:  # the folder was re-trained: drop the stale copy
+                entry.model.delete_adapter(known[1])
+        entry.model.eval()
+        entry.adapters[folder] = (fingerprint, name)
+        return name
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+MODELS = ModelCache()
+
+
+# ------------------------------------------------------------------ evaluation
+
+
+def eval_split(cfg, tok, rows: int) -> tuple[list, list[dict], list[str]]:
+    """(prompts as the model sees them, items as graders see them, notes) for the first `rows` held-out rows."""
+    from graders.item import build_item
+
+    from finetuner.data import load_stage_data
+
+    try:
+        data = load_stage_data(cfg, "rft", tok)
+    except DataError as err:
+        raise DataError(f"This run's data cannot be turned into prompts to answer: {err}") from None
+    if data.eval is None or not len(data.eval):
+        raise DataError("This run has no held-out rows to evaluate on. Set `data.eval` to a file, or "
+                        "`data.eval_fraction` above 0, and train again.")
+    n = min(rows, len(data.eval)) if rows > 0 else len(data.eval)
+    prompts = data.eval.select(range(n))["prompt"]
+    # The items training's reward bridge would build for these prompts (graders.item), on the rows as read.
+    return prompts, [build_item(row, p) for row, p in zip(data.eval_rows[:n], prompts)], data.notes
+
+
+def evaluate_run(run: RunFolder, rows: int = 50, progress=None, max_new_tokens: int | None = None) -> dict:
+    """Score base / SFT / RFT on `rows` held-out rows with the run's graders; write eval/results.json and
+    eval/samples.jsonl; return the results. `progress(fraction, text)` is told how far it got."""
+    from graders import build_graders
+
+    from finetuner.config import load_config
+    from finetuner.modeling.generate import generate
+    from finetuner.modeling.load import load_tokenizer
+
+    say = progress or (lambda fraction, text: None)
+    started = time.time()
+    cfg = load_config(run.config_path)
+    variants = model_variants(run)
+    if len(variants) == 1:
+        raise RunError(f"Run {run.id} has no trained adapter yet, so there is nothing to compare with the base "
+                       f"model. Evaluate it after a stage finishes.")
+    say(0.02, "Reading the held-out rows")
+    prompts, items, _notes = eval_split(cfg, load_tokenizer(cfg.model.name, cfg.model.trust_remote_code), rows)
+    specs, notes = cfg.graders, []
+    if not specs:
+        if not any(item.get("completion") for item in items):
+            raise DataError("This run has no graders and its held-out rows have no reference answer "
+                            "(`completion`), so there is nothing to score answers with. Add a grader.")
+        specs = [REFERENCE_GRADER]
+        notes.append("The run has no graders: answers are scored by exact match with the reference answer.")
+    graders = build_graders(specs, cfg.base_dir)
+    tokens = max_new_tokens or cfg.rft.max_completion_length
+    outputs: dict[str, list[dict]] = {}
+    try:
+        for i, (key, label, adapter) in enumerate(variants):
+            span = 0.9 / len(variants)
+            say(0.05 + i * span, f"{label}: generating {len(prompts)} answers")
+            with MODELS.use(cfg.model.name, adapter, cfg.model.quantization, cfg.model.trust_remote_code) as (m, tok):
+                texts = [o[0] for o in generate(m, tok, list(prompts), n=1, max_new_tokens=tokens, temperature=0.0)]
+            say(0.05 + (i + 0.7) * span, f"{label}: grading")
+            outputs[key] = _grade(graders, texts, items)
+    finally:
+        for g in graders:
+            g.close()
+    say(0.97, "Writing eval/results.json")
+    results = _summarise(run, cfg, graders, variants, outputs, len(prompts), tokens, notes, started)
+    _write(run, results, prompts, items, outputs)
+    say(1.0, "Done")
+    return results
+
+
+def _grade(graders, texts: list[str], items: list[dict]) -> list[dict]:
+    per = {g.name: g.grade_batch(texts, items) for g in graders}
+    rows = []
+    for i, text in enumerate(texts):
+        scores = {name: (r[i].score if r[i].ok else None) for name, r in per.items()}
+        errors = {name: r[i].error.to_dict() for name, r in per.items() if not r[i].ok}
+        total = sum(g.weight * (scores[g.name] or 0.0) for g in graders)
+        rows.append({"completion": text, "scores": scores, "total": total, "errors": errors})
+    return rows
+
+
+def _mean(values) -> float:
+    values = list(values)
+    return sum(values) / len(values) if values else 0.0
+
+
+def _summarise(run, cfg, graders, variants, outputs, n, tokens, notes, started) -> dict:
+    models = {}
+    for key, label, adapter in variants:
+        rows = outputs[key]
+        models[key] = {"label": label, "adapter": adapter,
+                       "scores": {g.name: _mean(r["scores"][g.name] or 0.0 for r in rows) for g in graders},
+                       "total": _mean(r["total"] for r in rows),
+                       "errors": {g.name: sum(1 for r in rows if g.name in r["errors"]) for g in graders},
+                       "mean_chars": _mean(len(r["completion"]) for r in rows)}
+    return {"run_id": run.id, "rows": n, "created": time.time(), "seconds": round(time.time() - started, 2),
+            "model": cfg.model.name, "max_new_tokens": tokens, "greedy": True,
+            "graders": [{"name": g.name, "weight": g.weight} for g in graders], "models": models, "notes": notes}
+
+
+def _write(run: RunFolder, results: dict, prompts, items, outputs) -> None:
+    from graders.item import prompt_text
+
+    run.eval_dir.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for i, item in enumerate(items):
+        lines.append({"row": i, "prompt": prompt_text(prompts[i]), "reference": item.get("completion"),
+                      "item": item, "outputs": {k: rows[i] for k, rows in outputs.items()}})
+    tmp = run.eval_dir / "samples.jsonl.tmp"
+    tmp.write_text("".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in lines), encoding="utf-8")
+    tmp.replace(run.eval_dir / "samples.jsonl")
+    tmp = run.eval_dir / "results.json.tmp"
+    tmp.write_text(json.dumps(results, indent=1), encoding="utf-8")
+    tmp.replace(run.eval_dir / "results.json")
+
+
+def load_results(run: RunFolder) -> tuple[dict | None, list[dict]]:
+    """The last evaluation of a run (results, per-row samples), or (None, [])."""
+    from finetuner.runs import read_jsonl
+
+    path = run.eval_dir / "results.json"
+    if not path.exists():
+        return None, []
+    try:
+        results = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError:
+        return None, []
+    return results, read_jsonl(run.eval_dir / "samples.jsonl")[0]
+
+
+# ------------------------------------------------------------------ playground
+
+
+def chat_reply(model_name: str, adapter: str | None, history: list[dict], temperature: float = 0.7,
+               max_new_tokens: int = 128, quantization: str = "auto", trust: bool = False) -> str:
+    """The model's next message for a chat `history` of {role, content} ending with the user's turn."""
+    from graders.base import content_text
+
+    from finetuner.modeling.generate import generate
+
+    messages = [{"role": m["role"], "content": content_text(m.get("content"))} for m in history
+                if m.get("role") in ("user", "assistant", "system")]
+    if not messages or messages[-1]["role"] != "user":
+        raise FinetunerError("Type a message first.")
+    with MODELS.use(model_name, adapter, quantization, trust) as (model, tok):
+        return generate(model, tok, [messages], n=1, max_new_tokens=int(max_new_tokens),
+                        temperature=float(temperature))[0][0]
