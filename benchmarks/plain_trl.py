@@ -28,7 +28,7 @@ _FORMAT = re.compile(r"Answer: -?\d+")
 
 
 def reward(completions, answer, **kwargs):
-    """The bench's grader (finetuner/bench_train.py GRADER) as a plain reward function."""
+    """The bench's grader (benchmarks/train.py GRADER) as a plain reward function."""
     out = []
     for completion, expected in zip(completions, answer):
         text = (completion[-1]["content"] if isinstance(completion, list) else completion).strip()

@@ -107,7 +107,7 @@ def monitor_refresh(lines: int = 100_000, ticks: int = 7) -> dict:
             fh.write("".join(json.dumps(_metric_row(i, lines // 2)) + "\n" for i in range(1, lines + 1)))
         ctx = AppContext(Path(tmp))
         t0 = time.perf_counter()
-        first = tab_monitor.view(ctx, "big", 0.6, False, True, None, no_filter, force=True)
+        first = tab_monitor.view(ctx, tab_monitor.MonitorRequest("big", 0.6), force=True)
         first_ms = (time.perf_counter() - t0) * 1000
         if not any(len(t.x) for t in first["loss"].data):
             raise BenchError("The Monitor's first view of the 100,000-line run drew no loss points.")

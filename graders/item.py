@@ -20,7 +20,7 @@ from graders.base import content_text
 from graders.templating import to_text
 
 # GRPOTrainer keeps a dataset column named `completion` for itself, so the engine stores a reference answer as
-# `reference_completion` (finetuner/data_trl.py); graders see it under its real name, {{item.completion}}.
+# `reference_completion` (finetuner/data/to_trl.py); graders see it under its real name, {{item.completion}}.
 REFERENCE_COLUMN = "reference_completion"
 
 

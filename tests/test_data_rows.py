@@ -6,6 +6,7 @@ import pytest
 
 from finetuner.config import DataConfig
 from finetuner.data import DataProblems, detect_format, read_source
+from finetuner.data.notes import render
 from finetuner.data.rows import normalise
 from graders.errors import DataError
 
@@ -137,7 +138,7 @@ def test_rft_final_assistant_turn_becomes_completion(tmp_path):
     assert recs.format == "messages"
     assert recs.rows[0] == {"prompt": [U], "completion": "4", "answer": "4"}
     assert recs.rows[1] == {"prompt": [{"role": "user", "content": "1+1?"}], "answer": "2"}
-    assert any("1 of 2 rows end with an assistant turn" in n and "{{item.completion}}" in n for n in recs.notes)
+    assert any("1 of 2 rows end with an assistant turn" in n and "{{item.completion}}" in n for n in render(recs.notes))
 
 
 def test_rft_keeps_every_other_column_and_a_renamed_prompt(tmp_path):
@@ -155,4 +156,4 @@ def test_extra_message_keys_are_ignored_with_a_note(tmp_path):
     rows = [{"messages": [U, {**A, "weight": 0}]}, {"messages": [U, A]}]
     recs = check(tmp_path, rows)
     assert recs.rows[0] == {"messages": [U, A]}
-    assert any("ignored: `weight` (1 rows)" in n for n in recs.notes)
+    assert any("ignored: `weight` (1 rows)" in n for n in render(recs.notes))

@@ -43,6 +43,54 @@ def test_merged_model_loads_and_generates(run):
     assert isinstance(out[0][0], str) and out[0][0]
 
 
+@pytest.fixture(scope="module")
+def sft_run(tmp_path_factory):
+    """SFT alone, 8 steps at a learning rate (1e-2) that moves the adapter far enough to change greedy answers:
+    the shared run's 4 steps at 1e-3 leave them as the base's."""
+    from test_evaluate import EXAMPLE
+
+    from finetuner.config import from_dict, load_config, portable_config, save_config, to_dict
+    from finetuner.runs import new_run
+    from finetuner.training.stages import train_run
+
+    spec = to_dict(load_config(EXAMPLE / "run.yaml"))
+    spec["method"] = "sft"
+    spec["sft"].update(max_steps=8, batch_size=8, learning_rate=1e-2, save_steps=100)
+    cfg = from_dict(spec, base_dir=str(EXAMPLE))
+    folder = new_run(tmp_path_factory.mktemp("runs"), "mergetest")
+    save_config(portable_config(cfg), folder.config_path)
+    status = train_run(cfg, folder)
+    assert status["state"] == "finished", status.get("error")
+    return folder
+
+
+def test_merged_model_answers_as_base_plus_adapter(sft_run):
+    """Greedy output of the merged folder equals base + the run's adapter (PEFT) on held-out prompts; and the
+    adapter really changes the base's output, so a merge that dropped (or half-applied) it fails here."""
+    import json
+    from pathlib import Path
+
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from finetuner.modeling.generate import generate
+    from finetuner.modeling.load import resolve_model_path
+
+    lines = (Path(__file__).resolve().parents[1] / "examples" / "arithmetic" / "eval.jsonl").read_text().splitlines()
+    prompts = [json.loads(line)["prompt"] for line in lines[:5]]
+    run = sft_run
+    folder = export.export_merged(run)
+    tok = AutoTokenizer.from_pretrained(str(folder))  # the base's tokenizer, saved with the merged weights
+    merged = AutoModelForCausalLM.from_pretrained(str(folder), dtype="float32").eval()
+    base = AutoModelForCausalLM.from_pretrained(resolve_model_path("tiny"), dtype="float32").eval()
+    before = generate(base, tok, prompts, max_new_tokens=12)
+    # PeftModel wraps `base` in place, so the base's own answers are taken first.
+    tuned = PeftModel.from_pretrained(base, str(export.final_adapter(run))).eval()
+    expected = generate(tuned, tok, prompts, max_new_tokens=12)
+    assert generate(merged, tok, prompts, max_new_tokens=12) == expected
+    assert expected != before, f"the adapter changes nothing, so this test could not fail: {before}"
+
+
 def _secret_copy(run: RunFolder, tmp_path) -> RunFolder:
     """A copy of the run whose config carries secrets in the places people paste them."""
     copy = RunFolder(tmp_path / run.id)

@@ -50,7 +50,7 @@ def lora_b_norm(run) -> float:
 
 
 def monitor(ctx, run):
-    return tab_monitor.view(ctx, run.id, 0.0, False, True, None, NO_FILTER, force=True)
+    return tab_monitor.view(ctx, tab_monitor.MonitorRequest(run.id, 0.0), force=True)
 
 
 def by_row(run, cues):

@@ -4,7 +4,7 @@ mid-run, Stop pressed during generation, two launches at once, and torn files. E
 truthful state with its reason, keep a usable last checkpoint, and never break a reader.
 
 The child processes are started together by one module fixture (they run in parallel) and each test then
-checks its own; faults come from finetuner/faults.py through FINETUNER_FAULT.
+checks its own; faults come from finetuner/training/faults.py through FINETUNER_FAULT.
 """
 
 import json
@@ -155,7 +155,7 @@ def test_app_restart_reattaches_then_kill_9_is_noticed_and_the_checkpoint_resume
     assert ckpt is not None, tail(run)
     # The run launched by the app that exited is shown running and picked by the Monitor.
     assert ctx.active_run()["id"] == run.id and tab_monitor.pick_run(ctx, "") == run.id
-    view = tab_monitor.view(ctx, run.id, 0.0, False, True, None, NO_FILTER, force=True)
+    view = tab_monitor.view(ctx, tab_monitor.MonitorRequest(run.id, 0.0), force=True)
     assert ">running<" in view["progress"] and view["force"]["interactive"]
     pid = run.read_status()["pid"]
     os.killpg(pid, signal.SIGKILL)
@@ -248,7 +248,7 @@ def test_half_written_files_never_break_a_reader(tmp_path):
     assert run.read_status()["state"] == "unknown" and refresh_state(run)["state"] == "unknown"
     assert [s["state"] for s in list_runs(tmp_path)] == ["unknown"]
     assert [m["loss"] for m in run.metrics()] == [2.0] and len(run.samples()) == 1
-    view = tab_monitor.view(ctx, "torn", 0.0, False, True, None, NO_FILTER, force=True)
+    view = tab_monitor.view(ctx, tab_monitor.MonitorRequest("torn", 0.0), force=True)
     assert "unknown" in view["progress"] and [list(t.x) for t in view["loss"].data] == [[1.0]]
     table, _ids = tab_runs.runs_table(ctx)
     assert table["data"][0][:2] == ["torn", "unknown"]

@@ -52,14 +52,39 @@ def test_python_file_too_large(tmp_path):
         build_graders([{"name": "p", "type": "python", "file": "big.py"}], base_dir=str(tmp_path))
 
 
-def test_grade_bound_by_assignment_or_import_is_accepted():
-    build_graders([{"name": "p", "type": "python", "source": "grade = lambda sample, item: 1.0\n"},
-                   {"name": "q", "type": "python", "source": "from math import floor as grade\n"}])
+# Each `grade` binding the static check accepts, graded on a row it must score 1 and one it must score 0, so a
+# source accepted but then run wrongly (or not at all) fails here, not only one the check rejects.
+EQ_LAMBDA = "grade = lambda sample, item: float(sample['output_text'] == item['answer'])\n"
+
+
+@pytest.mark.parametrize("source,hit,miss", [
+    (EQ_LAMBDA, ({"output_text": "7"}, {"answer": "7"}), ({"output_text": "8"}, {"answer": "7"})),
+    ("grade: object = " + EQ_LAMBDA.removeprefix("grade = "),
+     ({"output_text": "7"}, {"answer": "7"}), ({"output_text": "8"}, {"answer": "7"})),
+    # operator.eq(sample, item): the whole sample equals the whole item, its bool counting as 1.0 / 0.0 (text
+    # that is not JSON, since a JSON output would add `output_json` to the sample)
+    ("from operator import eq as grade\n", ({"output_text": "seven"}, {"output_text": "seven"}),
+     ({"output_text": "seven"}, {"output_text": "eight"})),
+])
+def test_grade_bound_by_assignment_or_import_is_accepted(source, hit, miss):
+    [g] = build_graders([{"name": "p", "type": "python", "source": source}])
+    right, wrong = g.grade(*hit), g.grade(*miss)
+    assert (right.score, right.error) == (1.0, None) and (wrong.score, wrong.error) == (0.0, None)
+
+
+def test_grade_imported_with_the_wrong_arity_builds_and_scores_a_typed_error():
+    """`from math import floor as grade` binds `grade`, so it builds; floor(sample, item) then fails per row."""
+    [g] = build_graders([{"name": "q", "type": "python", "source": "from math import floor as grade\n"}])
+    result = g.grade({"output_text": "7"}, {"answer": "7"})
+    assert result.score == 0.0 and result.error.type == "runtime_error" and "floor" in result.error.message
 
 
 def test_defaults_and_openai_only_fields():
-    g1, g2 = build_graders([OK, {"name": "p", "type": "python", "source": PY, "image_tag": "2025-05-08"}])
+    g1, g2 = build_graders([OK, {"name": "p", "type": "python", "source": EQ_LAMBDA, "image_tag": "2025-05-08"}])
     assert g1.weight == 1.0 and g1.type == "string_check" and g2.type == "python"
+    # OK checks output == "x"; the python grader (its OpenAI-only image_tag ignored) output == item answer
+    assert [g1.grade({"output_text": t}, {}).score for t in ("x", "y")] == [1.0, 0.0]
+    assert [g2.grade({"output_text": t}, {"answer": "x"}).score for t in ("x", "y")] == [1.0, 0.0]
 
 
 def test_a_grader_bug_is_a_typed_error_not_an_exception(monkeypatch):

@@ -77,11 +77,11 @@ def test_monitor_shows_the_chart_and_table_only_for_a_run_that_has_them(tmp_path
         run.write_status(state="finished", pid=os.getpid(), name=name, method="sft+rft", stages=["sft", "rft"],
                          stage="rft", step=4, total=4, started=time.time() - 60, created=time.time())
         run.metrics_path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    shown = tab_monitor.view(ctx, "with", 0.0, False, True, None, NO_FILTER, force=True)
+    shown = tab_monitor.view(ctx, tab_monitor.MonitorRequest("with", 0.0), force=True)
     assert shown["heldout"]["visible"] is True and shown["heldout_table"]["visible"] is True
     assert [t.name for t in shown["heldout"]["value"].data][:2] == ["correct", "format"]
     assert shown["heldout_table"]["value"]["data"][0] == ["correct", "0.000", "0.500", "0.750"]
-    hidden = tab_monitor.view(ctx, "without", 0.0, False, True, None, NO_FILTER, force=True)
+    hidden = tab_monitor.view(ctx, tab_monitor.MonitorRequest("without", 0.0), force=True)
     assert hidden["heldout"]["visible"] is False and hidden["heldout_table"]["visible"] is False
     assert len(tab_monitor.render(ctx, "with", 0.0, False, True, *NO_FILTER)) == len(tab_monitor.OUTPUTS)
 

@@ -1,4 +1,4 @@
-"""The memory estimate against hand calculations (finetuner/memory.py's formula, term by term)."""
+"""The memory estimate against hand calculations (finetuner/planning/memory.py's formula, term by term)."""
 
 import importlib.util
 from pathlib import Path

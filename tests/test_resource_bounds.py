@@ -83,7 +83,7 @@ def test_a_long_run_stays_under_the_caps_and_readers_see_one_timeline(tmp_path):
     assert steps[-1] == STEPS - 99 and steps == list(range(steps[0], steps[-1] + 1, 100)) and steps[0] > STEPS // 2 + 1
     # The Monitor shows the whole curve; the Runs table the latest values even right after a rotation.
     ctx = AppContext(tmp_path)
-    view = tab_monitor.view(ctx, "long", 0.0, False, True, None, NO_FILTER, force=True)
+    view = tab_monitor.view(ctx, tab_monitor.MonitorRequest("long", 0.0), force=True)
     xs_plotted = [x for t in view["loss"].data for x in t.x]
     assert min(xs_plotted) < 100 and max(xs_plotted) > STEPS - 100  # plotted points are bucket means
     assert any(len(t.x) for t in view["reward"].data)
@@ -145,7 +145,7 @@ def test_monitor_refresh_on_a_100k_step_run_folder(tmp_path):
     ctx = AppContext(tmp_path)
     run_watch.forget(run.path)
     t0 = time.perf_counter()
-    first = tab_monitor.view(ctx, "big", 0.6, False, True, None, NO_FILTER, force=True)
+    first = tab_monitor.view(ctx, tab_monitor.MonitorRequest("big", 0.6), force=True)
     first_ms = (time.perf_counter() - t0) * 1000
     assert len(run_watch.get_watch(run.path, refresh=False).metrics) == STEPS
     t0 = time.perf_counter()

@@ -158,12 +158,11 @@ def test_a_click_resolves_the_row_the_page_showed_not_a_newer_list(tmp_path):
     run.write_status(state="running", method="rft", stages=["rft"])
     run.append_samples([sample(22, n, n / 10) for n in range(4)])
     ctx = AppContext(tmp_path)
-    no_filter = ("", "", "all", rollouts.ALL, "total", "", "", "")
-    shown = tab_monitor.view(ctx, run.id, 0.0, False, True, None, no_filter, force=True)
+    shown = tab_monitor.view(ctx, tab_monitor.MonitorRequest(run.id, 0.0), force=True)
     table_a, keys_a = shown["table"], shown["keys"]
     # The next tick: step 23's rows arrive and are prepended; the server's `keys` is now list B...
     run.append_samples([sample(23, n, 1.0) for n in range(4)])
-    ticked = tab_monitor.view(ctx, run.id, 0.0, False, True, shown["seen"], no_filter)
+    ticked = tab_monitor.view(ctx, tab_monitor.MonitorRequest(run.id, 0.0, seen=shown["seen"]))
     keys_b = ticked["keys"]
     assert keys_b[4:] == keys_a and keys_b[:4] != keys_a[:4]
     # ...while the page still shows table A, where the person clicks row 1 (step 22, 2+2).

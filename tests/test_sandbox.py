@@ -1,7 +1,5 @@
 """Python graders in the worker pool: results, logs, batching, reuse, limits."""
 
-import time
-
 import pytest
 
 from graders import build_graders
@@ -86,11 +84,10 @@ def test_per_grader_timeout_override():
 
 
 def test_cpu_limit_stops_busy_code(pool):
+    # The CPU limit, not the 5 s wall-clock timeout, stopped it (how fast: benchmarks/sandbox.py).
     prog = Program("def grade(s, i):\n    while True:\n        pass\n", timeout_s=5, cpu_s=0.3)
-    started = time.monotonic()
     [result] = pool.run(prog, [({}, {})])
     assert result["error"][0] == "timeout" and "CPU" in result["error"][1]
-    assert time.monotonic() - started < 3
 
 
 def test_lockdown_report(pool):
@@ -100,12 +97,9 @@ def test_lockdown_report(pool):
     assert isinstance(info["seccomp"], bool)
 
 
-def test_throughput_is_reasonable(pool):
-    prog = Program("def grade(sample, item):\n    return 1.0\n")
-    pool.run(prog, [({"output_text": "x"}, {})] * 10)  # start and load the workers
-    rows = [({"output_text": "some answer"}, {"answer": "42"})] * 4000
-    started = time.monotonic()
+def test_a_large_batch_is_graded_in_full_and_in_order(pool):
+    # Speed is the benchmark's (python_grades_per_s, target 2,000/s); here: 4,000 rows, none lost or reordered.
+    prog = Program("def grade(sample, item):\n    return float(item['k'] % 7)\n")
+    rows = [({"output_text": "some answer"}, {"k": k}) for k in range(4000)]
     results = pool.run(prog, rows)
-    rate = len(rows) / (time.monotonic() - started)
-    assert all(r["score"] == 1.0 for r in results)
-    assert rate > 1000, f"{rate:.0f} grades/s"  # the benchmark checks the real target (2,000/s)
+    assert [r["score"] for r in results] == [float(k % 7) for k in range(4000)]

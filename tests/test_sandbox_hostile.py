@@ -3,7 +3,6 @@
 import os
 import socket
 import threading
-import time
 
 import pytest
 
@@ -124,10 +123,8 @@ def test_dying_worker_is_replaced(pool, body, needle):
 
 def test_crash_in_c_code_that_ignores_signals_is_killed(pool):
     # sum() over a range runs in C without checking signals: only the parent's deadline can stop it
-    started = time.monotonic()
     error = error_of(run(pool, "return float(sum(range(10 ** 13)))", rows=1))
-    assert error[0] == "timeout" and "worker was stopped" in error[1]
-    assert time.monotonic() - started < 10
+    assert error[0] == "timeout" and "worker was stopped" in error[1]  # how fast: benchmarks/sandbox.py
 
 
 def test_grader_swallowing_our_timeout_is_killed(pool):
@@ -137,27 +134,21 @@ def test_grader_swallowing_our_timeout_is_killed(pool):
 
 
 def test_repeated_crashes_skip_the_rest_of_the_batch(pool):
-    started = time.monotonic()
     results = run(pool, "os._exit(1)", rows=10)
     assert all(r["error"][0] == "runtime_error" for r in results)
     assert sum("skipped" in r["error"][1] for r in results) >= 2
-    assert time.monotonic() - started < 10
 
 
 def test_repeated_timeouts_skip_the_rest_of_the_batch(pool):
-    started = time.monotonic()
     results = run(pool, "while True: pass", rows=8, timeout_s=0.3)
     assert all(r["error"][0] == "timeout" for r in results)
     assert any("skipped" in r["error"][1] for r in results)
-    assert time.monotonic() - started < 5
 
 
 def test_hanging_module_code_times_out_once_for_the_batch(pool):
     source = "while True:\n    pass\ndef grade(s, i):\n    return 1\n"
-    started = time.monotonic()
     results = pool.run(Program(source, "<hang>", timeout_s=0.5, load_timeout_s=0.5), [({}, {})] * 10)
     assert all(r["error"][0] == "timeout" and "loading" in r["error"][1] for r in results)
-    assert time.monotonic() - started < 8
 
 
 def test_pool_serves_concurrent_callers(pool):

@@ -152,7 +152,7 @@ def test_run_ids_cannot_escape_the_runs_folder(runs):
             with pytest.raises(RunError):
                 call()
                 pytest.fail(f"{name} accepted run id {run_id!r}")
-        shown = tab_monitor.view(ctx, run_id, 0.0, False, True, None, (), force=True)
+        shown = tab_monitor.view(ctx, tab_monitor.MonitorRequest(run_id, 0.0), force=True)
         assert "no longer exists" in shown["progress"] or "No run selected" in shown["progress"], run_id
     # the decoy outside is untouched: not deleted, not resumed or stopped, nothing exported into it
     assert decoy.status_path.read_text() == before and sorted(p.name for p in decoy.path.iterdir()) == [

@@ -1,4 +1,4 @@
-"""Tests of the built-in tiny model (finetuner/tiny.py, assets/tiny) and the arithmetic task (finetuner/arith.py).
+"""Tests of the built-in tiny model (finetuner/modeling/tiny.py, assets/tiny) and the arithmetic task (finetuner/demo/arith.py).
 
 The fast tests load only the committed model. The `slow` test rebuilds the model
 from scratch (~8 minutes on 2 quiet CPU cores) and checks it passes the quality bar the committed model was chosen by.

@@ -7,6 +7,7 @@ import sys
 import time
 
 import pytest
+import torch
 from safetensors.torch import load_file
 
 from finetuner.demo import arith
@@ -88,15 +89,45 @@ def test_rft_logs_reward_per_grader_and_rollouts(tmp_path, data):
     assert lora_b_norm(run.adapter) > 0
 
 
-def test_sft_then_rft_continues_the_sft_adapter(tmp_path, data):
-    from finetuner.training.stages import adapter_fingerprint  # noqa: F401 - the function whose output we compare
+class _AdapterAtTrainBegin:
+    """Test-only: wraps stages.build_grpo_trainer so the GRPO trainer records the LoRA weights it holds when
+    its training begins, the weights RFT really starts from (after TRL has wrapped and prepared the model)."""
 
+    def __init__(self, monkeypatch):
+        from transformers import TrainerCallback
+
+        from finetuner.training import stages
+
+        self.weights = None
+        build, outer = stages.build_grpo_trainer, self
+
+        class Capture(TrainerCallback):
+            def on_train_begin(self, args, state, control, model=None, **kwargs):
+                from peft import get_peft_model_state_dict
+
+                outer.weights = {k: v.detach().float().cpu().clone()
+                                 for k, v in get_peft_model_state_dict(model).items()}
+
+        def build_with_capture(*args, **kwargs):
+            trainer = build(*args, **kwargs)
+            trainer.add_callback(Capture())
+            return trainer
+
+        monkeypatch.setattr(stages, "build_grpo_trainer", build_with_capture)
+
+
+def test_sft_then_rft_continues_the_sft_adapter(tmp_path, data, monkeypatch):
+    rft_start = _AdapterAtTrainBegin(monkeypatch)
     run = new_run(tmp_path / "runs", "both")
     status = train_run(make_cfg(data, method="sft+rft"), run)
     assert status["state"] == "finished", status.get("error")
-    assert status["handover_sft_end"] == status["handover_rft_start"]
-    assert _file_fingerprint(run.stage_adapter("sft")) == status["handover_sft_end"]
-    assert _file_fingerprint(run.adapter) != status["handover_sft_end"]  # RFT moved it further
+    # The SFT adapter as written to stages/sft/adapter/ against what GRPO held when its training began.
+    saved = {k: v.float() for k, v in load_file(str(run.stage_adapter("sft") / "adapter_model.safetensors")).items()}
+    assert rft_start.weights is not None and set(rft_start.weights) == set(saved)
+    assert any("lora_B" in k and float(v.abs().sum()) > 0 for k, v in saved.items())  # SFT trained it: B != 0
+    differ = [k for k in saved if not torch.equal(saved[k], rft_start.weights[k])]
+    assert not differ, f"RFT did not start from the saved SFT adapter: {len(differ)} tensors differ, e.g. {differ[0]}"
+    assert _file_fingerprint(run.adapter) != _file_fingerprint(run.stage_adapter("sft"))  # RFT moved it further
     steps = [(m["stage"], m["run_step"]) for m in run.metrics() if "loss" in m or "reward" in m]
     assert steps[:3] == [("sft", 1), ("sft", 2), ("sft", 3)]
     assert [s for s in steps if s[0] == "rft"] == [("rft", 4), ("rft", 5)]  # one timeline

@@ -62,7 +62,7 @@ def test_refresh_of_a_100k_line_metrics_file_is_incremental(tmp_path):
     write(run.metrics_path, rows)
     ctx = AppContext(tmp_path)
     t0 = time.perf_counter()
-    first = tab_monitor.view(ctx, "big", 0.6, False, True, None, NO_FILTER, force=True)
+    first = tab_monitor.view(ctx, tab_monitor.MonitorRequest("big", 0.6), force=True)
     t_first = time.perf_counter() - t0
     assert all(len(t.x) <= (4000 if t.fill else 2000) for t in first["reward"].data)  # a band: both edges
     t0 = time.perf_counter()
@@ -158,7 +158,7 @@ def test_view_of_a_real_run(tmp_path):
 
     run = trained_run()
     ctx = AppContext(run.path.parent)
-    out = tab_monitor.view(ctx, run.id, 0.0, False, True, None, NO_FILTER, force=True)
+    out = tab_monitor.view(ctx, tab_monitor.MonitorRequest(run.id, 0.0), force=True)
     assert [t.name for t in out["loss"].data] == ["SFT loss", "RFT loss"]
     assert "eval reward (held out)" in [t.name for t in out["reward"].data]
     assert [s.x0 for s in out["reward"].layout.shapes] == [4.5]
@@ -171,7 +171,7 @@ def test_view_of_a_real_run(tmp_path):
     table, keys = tab_monitor.apply_filters(ctx, run.id, "1", "1", "all", rollouts.ALL, "total", "", "", "")
     assert keys and all(run.samples()[k]["step"] == 1 for k in keys)
     assert tab_monitor.tick(ctx, run.id, 0.0, False, True, out["seen"], *NO_FILTER) == {"__type__": "update"}
-    gone = tab_monitor.view(ctx, "deleted-run", 0.0, False, True, None, NO_FILTER, force=True)
+    gone = tab_monitor.view(ctx, tab_monitor.MonitorRequest("deleted-run", 0.0), force=True)
     assert "no longer exists" in gone["progress"]
 
 

@@ -1,4 +1,4 @@
-"""Write this example's data from finetuner/arith.py (run from the repo root: python examples/arithmetic/make_data.py).
+"""Write this example's data from finetuner/demo/arith.py (run from the repo root: python examples/arithmetic/make_data.py).
 
 train.jsonl   200 labelled rows (prompt, completion "Answer: N", answer): SFT learns the format from them.
 prompts.jsonl 2000 prompts with their answer: the RFT stage samples answers and the graders check them.

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from finetuner.config import RunConfig
 from finetuner.data.check import CheckReport, PreviewRow, TokenStats, check_data, main_check_data
+from finetuner.data.notes import render
 from finetuner.data.read import DataProblems, RawTable, read_source
 from finetuner.data.rows import Records, detect_format, normalise
 from finetuner.data.to_trl import REFERENCE_COLUMN, grader_item, has_generation_markers, to_dataset, to_rft, to_sft
@@ -97,7 +98,7 @@ def load_stage_data(cfg: RunConfig, stage: str, tokenizer, progress=None) -> Sta
         train_idx = train_idx[:d.max_rows]
 
     conv = (to_sft if stage == "sft" else to_rft)(Records(fmt, rows), tokenizer)
-    notes += records.notes + conv.notes
+    notes += render(records.notes + conv.notes)
     if stage == "sft" and tokenizer is not None:
         notes += _truncation(conv, tokenizer, cfg.model.max_length)
     train = to_dataset([conv.rows[i] for i in train_idx])

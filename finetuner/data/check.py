@@ -10,18 +10,18 @@ from __future__ import annotations
 
 import argparse
 import math
-import re
 import sys
 from array import array
 from dataclasses import dataclass, field
 
 from finetuner.config import METHODS, DataConfig
+from finetuner.data.notes import Note, merge_notes, render
+from finetuner.data.preview import CLOSE, OPEN, PreviewRow, preview_row, token_lengths
 from finetuner.data.read import UPLOAD_HINT, DataProblems, Progress, SourceReader
 from finetuner.data.rows import detect_format, normalise
-from finetuner.data.to_trl import Converted, grader_item, to_rft, to_sft
+from finetuner.data.to_trl import to_rft, to_sft
 from graders.errors import DataError, FinetunerError
 
-OPEN, CLOSE = "⟦", "⟧"
 SHOWN_ERRORS = 20
 KEPT_ERRORS = 1000  # errors listed in a report; the rest are counted in `unlisted`
 
@@ -37,16 +37,6 @@ class TokenStats:
     max: int
     over_max: int  # rows longer than max_length: truncated by SFT; RFT prompts that leave no room to answer
     max_length: int
-
-
-@dataclass
-class PreviewRow:
-    stage: str  # sft | rft
-    where: str  # "line 3", "row 3"
-    text: str  # the row as the model sees it, through the chat template
-    spans: list[tuple[int, int]]  # [start, end) character ranges of `text` that are trained
-    marked: str  # `text` with ⟦ ⟧ around each span
-    columns: dict = field(default_factory=dict)  # RFT: the other columns graders see as {{item.<column>}}
 
 
 @dataclass
@@ -113,7 +103,7 @@ def check_data(source: str, method: str, tokenizer=None, dcfg: DataConfig | None
                max_length: int = 512, progress: Progress | None = None) -> CheckReport:
     """Check `source` for `method` ("sft", "rft" or "sft+rft") without training.
 
-    The source is read and checked a chunk at a time (data_read.SourceReader), keeping only counts, token
+    The source is read and checked a chunk at a time (data.read.SourceReader), keeping only counts, token
     lengths, the first errors and the preview, so a file of any size is checked in bounded memory.
     `progress(bytes_read, total)` is called after each chunk."""
     dcfg = dcfg or DataConfig()
@@ -147,7 +137,7 @@ def check_data(source: str, method: str, tokenizer=None, dcfg: DataConfig | None
     for st in checks:
         if not report.format and st.fmt and not st.failed:
             report.format = st.fmt
-        report.notes += [st.label + n for n in merge_notes(st.notes)]
+        report.notes += [st.label + n for n in render(st.notes)]
         if st.lengths and not st.failed and report.lengths is None:
             report.lengths = _stats(st.lengths, st.what, max_length)
         report.preview += st.preview
@@ -168,7 +158,7 @@ class _StageCheck:
         self.fmt = ""
         self.failed = False  # a row in error: its rows are still checked, but no token lengths are counted
         self.stopped = False  # a problem with the whole data (no format, no chat template): checks stop
-        self.notes: list[list[str]] = []  # per chunk
+        self.notes: list[Note] = []  # every chunk's so far, merged (counts added up) as each chunk comes
         self.lengths = array("I")
         self.what = ""
         self.preview: list[PreviewRow] = []
@@ -190,7 +180,7 @@ class _StageCheck:
             self.failed = self.stopped = True
             _add_error(report, err, self.label)
             return
-        self.notes.append(records.notes + conv.notes)
+        self.notes = merge_notes(self.notes + records.notes + conv.notes)
         if tokenizer is None or self.failed:
             return
         try:
@@ -205,39 +195,6 @@ class _StageCheck:
             self.preview.append(preview_row(conv.rows[i], conv.format, tokenizer, self.stage, chunk.where(i)))
 
 
-def merge_notes(per_chunk: list[list[str]]) -> list[str]:
-    """One list of notes from the notes of each chunk: the same note from several chunks once, with its counts
-    summed ("3 of 2048 rows ..." + "1 of 1200 rows ..." -> "4 of 3248 rows ..."). Numbers inside `code` are
-    names, not counts."""
-    if len(per_chunk) == 1:
-        return list(per_chunk[0])
-    merged: dict[str, list] = {}
-    for notes in per_chunk:
-        for note in notes:
-            # data_trl says "1 chat has" but "2 chats have": one wording, so both merge.
-            parts = _ONE_CHAT.sub("1 chats have", note).split("`")
-            counts: list[int] = []
-            for i in range(0, len(parts), 2):
-                counts += [int(n) for n in _COUNT.findall(parts[i])]
-                parts[i] = _COUNT.sub("\0", parts[i])
-            key = "`".join(parts)
-            if key in merged:
-                merged[key] = [a + b for a, b in zip(merged[key], counts)]
-            else:
-                merged[key] = counts
-    out = []
-    for key, counts in merged.items():
-        parts, it = key.split("`"), iter(counts)
-        for i in range(0, len(parts), 2):
-            parts[i] = re.sub("\0", lambda _m: str(next(it)), parts[i])
-        out.append(_ONE_CHAT.sub("1 chat has", "`".join(parts)))
-    return out
-
-
-_COUNT = re.compile(r"\d+")
-_ONE_CHAT = re.compile(r"(?<!\d)1 chats? ha(?:s|ve)")
-
-
 def _add_error(report: CheckReport, err: DataError, label: str) -> None:
     if isinstance(err, DataProblems):
         found = [f"{label}{err.name}: {p}" for p in err.problems]
@@ -250,57 +207,7 @@ def _add_error(report: CheckReport, err: DataError, label: str) -> None:
     report.unlisted += unlisted + len(found[room:])
 
 
-# ---------------------------------------------------------------- what the tokenizer sees
-
-
-def _render(tokenizer, messages: list[dict], **kw) -> str:
-    return tokenizer.apply_chat_template(messages, tokenize=False, **kw)
-
-
-def _with_eos(text: str, tokenizer) -> str:
-    # TRL appends EOS to plain (non-chat) text and completions so the model learns to stop.
-    eos = tokenizer.eos_token or ""
-    return text if text.endswith(eos) else text + eos
-
-
-def _sequence(row: dict, fmt: str, tokenizer) -> tuple[str, bool]:
-    """(text, add_special_tokens): the sequence a row becomes, as TRL tokenizes it."""
-    if fmt == "messages":
-        return _render(tokenizer, row["messages"]), False
-    if fmt == "text":
-        return _with_eos(row["text"], tokenizer), True
-    prompt = row["prompt"]
-    if fmt == "prompt":
-        if isinstance(prompt, list):
-            return _render(tokenizer, prompt, add_generation_prompt=True), False
-        return prompt, True
-    if isinstance(prompt, list):
-        return _render(tokenizer, prompt + row["completion"]), False
-    return prompt + _with_eos(row["completion"], tokenizer), True
-
-
-TEMPLATE_ADVICE = ("The model's chat template refuses these rows (many templates require strictly alternating "
-                   "user/assistant turns, or allow no system turn). Fix the rows, or choose another model.")
-
-
-def token_lengths(conv: Converted, tokenizer, where=lambda i: f"row {i + 1}", name: str = "the data") -> list[int]:
-    """Length in tokens of every row as TRL will tokenize it; DataProblems naming the rows the template refuses."""
-    texts: dict[bool, list[str]] = {True: [], False: []}
-    problems = []
-    for i, row in enumerate(conv.rows):
-        try:
-            text, special = _sequence(row, conv.format, tokenizer)
-        except Exception as err:  # noqa: BLE001 - templates raise their own errors (raise_exception(...))
-            problems.append(f"{where(i)}: {err}")
-            continue
-        texts[special].append(text)
-    if problems:
-        raise DataProblems(name, problems, TEMPLATE_ADVICE)
-    lengths = []
-    for special, batch in texts.items():
-        if batch:
-            lengths += [len(ids) for ids in tokenizer(batch, add_special_tokens=special)["input_ids"]]
-    return lengths
+# ---------------------------------------------------------------- token statistics
 
 
 def _stats(lengths, what: str, max_length: int) -> TokenStats:
@@ -308,77 +215,6 @@ def _stats(lengths, what: str, max_length: int) -> TokenStats:
     p95 = lengths[max(0, math.ceil(0.95 * len(lengths)) - 1)]
     return TokenStats(what, lengths[0], sum(lengths) / len(lengths), p95, lengths[-1],
                       sum(n > max_length for n in lengths), max_length)
-
-
-def preview_row(row: dict, fmt: str, tokenizer, stage: str, where: str) -> PreviewRow:
-    """One converted row as the model sees it, with the character spans the loss trains on."""
-    columns = {k: v for k, v in grader_item(row).items() if k != "prompt"} if fmt == "prompt" else {}
-    if fmt == "messages":
-        text, spans = _assistant_spans(row["messages"], tokenizer)
-    elif fmt == "text":
-        text = _with_eos(row["text"], tokenizer)
-        spans = [(0, len(text))]
-    elif fmt == "prompt":
-        text, spans = _sequence(row, fmt, tokenizer)[0], []  # RFT trains on the model's own answers
-    elif isinstance(row["prompt"], list):
-        text = _render(tokenizer, row["prompt"] + row["completion"])
-        prefix = _render(tokenizer, row["prompt"], add_generation_prompt=True)
-        start = _common_prefix(prefix, text)
-        spans = [(start, len(text))] if start < len(text) else []
-    else:
-        text = row["prompt"] + _with_eos(row["completion"], tokenizer)
-        spans = [(len(row["prompt"]), len(text))]
-    return PreviewRow(stage, where, text, spans, mark(text, spans), columns)
-
-
-def _common_prefix(a: str, b: str) -> int:
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
-
-
-def _assistant_spans(messages: list[dict], tokenizer) -> tuple[str, list[tuple[int, int]]]:
-    """Character spans of the tokens TRL's assistant_only_loss trains, from the template's own mask."""
-    text = _render(tokenizer, messages)
-    enc = tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True,
-                                        return_assistant_tokens_mask=True)
-    ids, mask = list(enc["input_ids"]), list(enc["assistant_masks"])
-    offsets = None
-    if getattr(tokenizer, "is_fast", False):
-        plain = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-        if list(plain["input_ids"]) == ids:
-            offsets = plain["offset_mapping"]
-    if offsets is None:
-        # Slow tokenizers have no offsets: rebuild the text run by run of equal mask.
-        text, spans, pos, start = "", [], 0, 0
-        for k in range(1, len(ids) + 1):
-            if k == len(ids) or mask[k] != mask[start]:
-                piece = tokenizer.decode(ids[start:k], skip_special_tokens=False)
-                if mask[start]:
-                    spans.append((pos, pos + len(piece)))
-                text, pos, start = text + piece, pos + len(piece), k
-        return text, spans
-    spans: list[tuple[int, int]] = []
-    for (a, b), m in zip(offsets, mask):
-        if not m or a == b:
-            continue
-        if spans and a <= spans[-1][1]:
-            spans[-1] = (spans[-1][0], max(b, spans[-1][1]))
-        else:
-            spans.append((a, b))
-    return text, spans
-
-
-def mark(text: str, spans: list[tuple[int, int]]) -> str:
-    out, pos = [], 0
-    for a, b in spans:
-        out += [text[pos:a], OPEN, text[a:b], CLOSE]
-        pos = b
-    out.append(text[pos:])
-    return "".join(out)
 
 
 # ---------------------------------------------------------------- the CLI verb

@@ -16,6 +16,7 @@ import json
 from dataclasses import dataclass, field
 
 from finetuner.config import DataConfig
+from finetuner.data.notes import Note
 from finetuner.data.read import DataProblems, RawTable, _json_type
 from graders.errors import DataError
 
@@ -40,7 +41,7 @@ class Records:
 
     format: str  # messages | prompt_completion | text | prompt
     rows: list[dict]
-    notes: list[str] = field(default_factory=list)
+    notes: list[Note] = field(default_factory=list)  # rendered by data.notes.render
 
 
 def detect_format(columns: list[str], stage: str, dcfg: DataConfig, name: str = "the data") -> str:
@@ -142,15 +143,11 @@ def normalise(table: RawTable, fmt: str, stage: str, dcfg: DataConfig) -> Record
         raise DataProblems(table.name, problems, _advice(fmt, stage, dcfg))
     notes = []
     if moved:
-        notes.append(f"{moved} of {len(out)} rows end with an assistant turn: for RFT it was removed from the prompt "
-                     f"and kept as column `completion`, so graders can use {{{{item.completion}}}}.")
+        notes.append(Note("final_turn_moved", count=moved, of=len(out)))
     if ignored:
-        keys = ", ".join(f"`{k}` ({n} rows)" for k, n in sorted(ignored.items()))
-        notes.append(f"Message keys other than `role` and `content` are ignored: {keys}. Every assistant turn is "
-                     f"used as written.")
+        notes.append(Note("message_keys_ignored", names=ignored))
     if kept:
-        notes.append(f"{kept} of those rows already had a `completion` column; it was kept, and the final "
-                     f"assistant turn dropped.")
+        notes.append(Note("completion_kept", count=kept))
     return Records(fmt, out, notes)
 
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 from graders.item import REFERENCE_COLUMN, grader_item  # noqa: F401 - graders own the renaming back
 
+from finetuner.data.notes import Note
 from finetuner.data.rows import Records
 from graders.errors import DataError
 
@@ -53,7 +54,7 @@ class Converted:
     rows: list[dict]
     assistant_only_loss: bool = False
     format: str = ""  # what TRL sees: messages | prompt_completion | text | prompt
-    notes: list[str] = field(default_factory=list)
+    notes: list[Note] = field(default_factory=list)  # rendered by data.notes.render
 
 
 def _no_template(what: str) -> DataError:
@@ -81,8 +82,7 @@ def to_sft(records: Records, tokenizer) -> Converted:
         elif not isinstance(prompt, str) or not isinstance(completion, str):
             raise _no_template("prompts or completions given as chat messages")
         rows.append({"prompt": prompt, "completion": completion})
-    notes = [] if has_template else ["The tokenizer has no chat template: prompt and completion are joined as plain "
-                                     "text, and only the completion is trained."]
+    notes = [] if has_template else [Note("no_chat_template")]
     return Converted(rows, False, "prompt_completion", notes)
 
 
@@ -94,20 +94,12 @@ def _messages_to_prompt_completion(rows: list[dict]) -> Converted:
         trailing += last < len(msgs) - 1
         multi += sum(m["role"] == "assistant" for m in msgs) > 1
         out.append({"prompt": msgs[:last], "completion": [msgs[last]]})
-    notes = ["The chat template has no {% generation %} markers, so TRL cannot train on assistant turns only: each "
-             "chat was split into prompt (the turns before the last assistant turn) and completion (that turn), "
-             "and only the completion is trained."]
+    notes = [Note("no_generation_markers")]
     if multi:
-        notes.append(f"{_chats(multi)} several assistant turns; only the last one of each is trained (earlier "
-                     f"ones are context). A model whose chat template has {{% generation %}} trains them all.")
+        notes.append(Note("several_assistant_turns", count=multi))
     if trailing:
-        notes.append(f"{_chats(trailing)} turns after their last assistant turn; those turns were dropped, since "
-                     f"nothing after the trained answer is learned.")
+        notes.append(Note("turns_after_answer", count=trailing))
     return Converted(out, False, "prompt_completion", notes)
-
-
-def _chats(n: int) -> str:
-    return "1 chat has" if n == 1 else f"{n} chats have"
 
 
 def to_rft(records: Records, tokenizer) -> Converted:
@@ -130,9 +122,9 @@ def to_rft(records: Records, tokenizer) -> Converted:
         for row in rows:
             row[REFERENCE_COLUMN] = row.pop("completion")
     if extra:
-        notes.append("Graders can use these columns as {{item.<column>}}: " + ", ".join(f"`{c}`" for c in extra) + ".")
+        notes.append(Note("grader_columns", names=dict.fromkeys(extra, 0)))
     else:
-        notes.append("The rows hold only prompts: graders can judge only the answer itself ({{sample.output_text}}).")
+        notes.append(Note("only_prompts"))
     return Converted(rows, False, "prompt", notes)
 
 
@@ -167,7 +159,7 @@ def _as_text(value):
     return str(value)
 
 
-def unify_columns(rows: list[dict], skip: tuple[str, ...] = ()) -> list[str]:
+def unify_columns(rows: list[dict], skip: tuple[str, ...] = ()) -> list[Note]:
     """Give every row every column and each column one type, in place; return notes on what changed.
 
     `datasets` builds a column from the first row's keys and one Arrow type, so a key missing in the first
@@ -187,7 +179,7 @@ def unify_columns(rows: list[dict], skip: tuple[str, ...] = ()) -> list[str]:
         if absent:
             for row in rows:
                 row.setdefault(col, None)
-            notes.append(f"Column `{col}` is missing in {absent} of {len(rows)} rows; they get an empty value.")
+            notes.append(Note("column_missing", col, count=absent, of=len(rows)))
         kinds = {_kind(v) for v in values if v is not None}
         reason = ""
         if "other" in kinds:
@@ -202,8 +194,7 @@ def unify_columns(rows: list[dict], skip: tuple[str, ...] = ()) -> list[str]:
         if reason:
             for row in rows:
                 row[col] = _as_text(row[col])
-            notes.append(f"Column `{col}` {reason}: all its values were turned into text so it loads as one column "
-                         f"(graders see strings).")
+            notes.append(Note("column_as_text", col, detail=reason))
     return notes
 
 

@@ -1,6 +1,6 @@
 """Append-only JSONL logs of a run folder (metrics.jsonl, samples.jsonl): the tolerant reader, rotation into
 numbered segments with disk caps, and `JsonlTail`, which reads segments and live file as one continuous,
-incrementally tailed stream. Used through finetuner/runs.py (RunFolder's appenders and readers) and the UI.
+incrementally tailed stream. Used through finetuner/runs/__init__.py (RunFolder's appenders and readers) and the UI.
 """
 
 from __future__ import annotations

@@ -13,12 +13,10 @@ import re
 import shutil
 import sys
 import time
-from pathlib import Path
 
 from transformers import TrainerCallback
 
 from finetuner.training import distributed
-from finetuner.training import faults
 from finetuner.runs import RunFolder
 
 
@@ -63,7 +61,6 @@ class RunFolderCallback(TrainerCallback):
     # ------------------------------------------------------------------ steps
 
     def on_train_begin(self, args, state, control, **kwargs):
-        faults.watch_stop(self.run.stop_path)  # for the test hook only
         # On resume, the scores of checkpoints saved before are in the restored log history.
         self._eval_scores = {h["step"]: h["eval_reward"] for h in state.log_history
                              if h.get("eval_reward") is not None and "step" in h}
@@ -72,7 +69,6 @@ class RunFolderCallback(TrainerCallback):
 
     def on_step_begin(self, args, state, control, **kwargs):
         self._step_started = time.perf_counter()
-        faults.step_begins(state.global_step + 1)  # a test hook; nothing unless FINETUNER_FAULT is set
 
     def on_step_end(self, args, state, control, **kwargs):
         self._window_seconds += time.perf_counter() - self._step_started
@@ -115,7 +111,6 @@ class RunFolderCallback(TrainerCallback):
                 row["time/training_s"] = round(step_s, 4)
             self._window_seconds, self._window_steps = 0.0, 0
         row["memory/peak_gb"] = round(peak_memory_gb(), 4)
-        faults.before_write(state.global_step, self.run.metrics_path)
         self.run.append_metric(row)
         if time.time() - self._last_status_write > 0.5:
             # status.json is rewritten under a lock through a temp file: at most twice a second (measured by
@@ -160,7 +155,6 @@ class RunFolderCallback(TrainerCallback):
         return control
 
     def on_save(self, args, state, control, **kwargs):
-        faults.checkpoint_saved(state.global_step, Path(args.output_dir) / f"checkpoint-{state.global_step}")
         if self.keep_best and self._eval_scores and state.is_world_process_zero:
             prune_checkpoints(args.output_dir, self._eval_scores, self.keep_best)
         return control

@@ -12,8 +12,9 @@ comma-separated list of `kind@N`:
     hang_generation@S  the first rollout generation stalls until Stop is pressed (the run's STOP file), at most
                        S seconds, then goes on: a Stop that arrives while generation is running
 
-The hooks are called from finetuner/callbacks.py (steps, writes, saves) and finetuner/timed_grpo.py
-(generation), inside the training process.
+One seam, in the training process: stages._train_stage calls `inject(trainer, run)` only when the variable is
+set. It adds one TrainerCallback (steps, saves), wraps this run folder's metrics write and the trainer's
+rollout generation; the training code itself carries no hook.
 """
 
 from __future__ import annotations
@@ -29,10 +30,47 @@ _hung = False
 _stop_path: Path | None = None
 
 
-def watch_stop(path: Path) -> None:
-    """The run's STOP file, for hang_generation (set by the run folder callback when training begins)."""
+def enabled() -> bool:
+    return bool(os.environ.get(ENV))
+
+
+def inject(trainer, run) -> None:
+    """Arm the faults of `plan()` on this stage's trainer and run folder (called once per stage)."""
     global _stop_path
-    _stop_path = Path(path)
+    _stop_path = Path(run.stop_path)  # for hang_generation
+    trainer.add_callback(_fault_callback())
+    if not getattr(run.append_metric, "_faulty", False):  # the run folder outlives a stage: wrap it once
+        write = run.append_metric
+
+        def append_metric(row: dict) -> None:
+            before_write(row.get("step", 0), run.metrics_path)
+            write(row)
+
+        append_metric._faulty = True
+        run.append_metric = append_metric
+    from trl import GRPOTrainer
+
+    if isinstance(trainer, GRPOTrainer):  # wrap the rollout generation TimedGRPOTrainer times
+        generate = trainer._generate
+
+        def _generate(prompts):
+            in_generation()
+            return generate(prompts)
+
+        trainer._generate = _generate
+
+
+def _fault_callback():
+    from transformers import TrainerCallback  # here: importing this module must stay free
+
+    class FaultCallback(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kwargs):
+            step_begins(state.global_step + 1)
+
+        def on_save(self, args, state, control, **kwargs):
+            checkpoint_saved(state.global_step, Path(args.output_dir) / f"checkpoint-{state.global_step}")
+
+    return FaultCallback()
 
 
 def plan() -> dict[str, float]:

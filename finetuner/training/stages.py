@@ -8,16 +8,15 @@ traceback goes to log.txt only.
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
-import signal
 import time
-import traceback
 
 from finetuner.config import RunConfig
 from graders.errors import ConfigError, FinetunerError
 from finetuner.runs import RunFolder
+from finetuner.training import faults
+from finetuner.training.failures import RunEnding, final, reserve_space
 
 log = logging.getLogger("finetuner.training.stages")
 
@@ -110,69 +109,9 @@ def adapter_fingerprint(model) -> str:
     return digest.hexdigest()[:16]
 
 
-class _StopOnSignal:
-    """SIGTERM / SIGINT become a polite stop request: the step finishes, the adapter is saved. A second
-    Ctrl-C falls back to the default (an immediate KeyboardInterrupt) for someone who really wants out."""
-
-    def __init__(self, run: RunFolder):
-        self.run = run
-        self.previous: dict = {}
-        self.asked = False
-
-    def install(self) -> None:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            try:
-                self.previous[sig] = signal.signal(sig, self)
-            except ValueError:
-                pass  # not the main thread (tests calling in-process); stop files still work
-
-    def restore(self) -> None:
-        for sig, handler in self.previous.items():
-            signal.signal(sig, handler)
-
-    def __call__(self, signum, frame):
-        # "Second" means to this process: under `accelerate launch` one Ctrl-C reaches every rank, and the
-        # first rank's stop file must not turn the others' polite stop into a crash.
-        if signum == signal.SIGINT and self.asked:
-            signal.signal(signal.SIGINT, signal.default_int_handler)
-            raise KeyboardInterrupt
-        self.asked = self.asked or signum == signal.SIGINT
-        self.run.stop_path.write_text(f"signal {signum}")
-
-
-RESERVE_FILE = ".disk-reserve"
-RESERVE_BYTES = 256 * 1024  # freed to write the final status when the disk fills up mid-run
-
-
-def _final(run: RunFolder, state: str, error: str | None = None, **extra) -> dict:
-    """Write a final state; a stop request that arrived too late to act on is cleared with it. On a full disk
-    the space reserved at the start is given back first, so the run still ends with its reason."""
-    from finetuner.training.distributed import FollowerRun
-
-    run.stop_path.unlink(missing_ok=True)
-    # Another rank's view of the folder must not touch rank 0's reserve: a name nothing will find.
-    reserve = run.path / (RESERVE_FILE if not isinstance(run, FollowerRun) else ".no-reserve")
-    try:
-        return run.write_status(state=state, finished=time.time(), error=error, **extra)
-    except OSError as err:
-        if err.errno not in (errno.ENOSPC, errno.EDQUOT):
-            raise
-        reserve.unlink(missing_ok=True)
-        return run.write_status(state=state, finished=time.time(), error=error, **extra)
-    finally:
-        reserve.unlink(missing_ok=True)
-
-
-def _reserve_space(run: RunFolder) -> None:
-    try:
-        with open(run.path / RESERVE_FILE, "wb") as fh:
-            fh.write(b"\0" * RESERVE_BYTES)
-    except OSError:
-        pass  # already full: _final's write may still fit in the space status.json had
-
-
 def train_run(cfg: RunConfig, run: RunFolder, resume: bool = False) -> dict:
-    """Run every stage of `cfg` into `run`. Returns the final status; never raises for training errors."""
+    """Run every stage of `cfg` into `run`. Returns the final status; never raises for training errors
+    (failures.RunEnding turns them into the status)."""
     from finetuner.training import distributed
 
     run = distributed.for_this_rank(run)  # under `accelerate launch`, only rank 0 writes the run folder
@@ -182,114 +121,19 @@ def train_run(cfg: RunConfig, run: RunFolder, resume: bool = False) -> dict:
     # Rank 0's answer for every rank: a rank that skipped training would leave the others waiting.
     if distributed.from_main(run.stop_path.exists() and not resume):
         # Stopped while still queued: honour it before loading anything.
-        return _final(run, "stopped", "Stopped before training started.", pid=os.getpid())
+        return final(run, "stopped", "Stopped before training started.", pid=os.getpid())
     run.stop_path.unlink(missing_ok=True)  # a resume is a new request to train
     if distributed.is_main():
-        _reserve_space(run)
+        reserve_space(run)
         if resume:
             for gone in run.discard_incomplete_checkpoints():  # cut short by a kill or a full disk
                 log.warning("Removed the incomplete checkpoint %s; resuming from the last complete one.", gone)
-    signals = _StopOnSignal(run)
-    signals.install()
-    run.write_status(state="running", pid=os.getpid(), pgid=os.getpgid(0),
-                     started=status.get("started") or started, finished=None, error=None, name=cfg.name,
-                     method=cfg.method, stages=cfg.stages, world_size=distributed.world_size())
-    try:
+    with RunEnding(cfg, run) as ending:
+        run.write_status(state="running", pid=os.getpid(), pgid=os.getpgid(0),
+                         started=status.get("started") or started, finished=None, error=None, name=cfg.name,
+                         method=cfg.method, stages=cfg.stages, world_size=distributed.world_size())
         _train_stages(cfg, run, resume)
-    except FinetunerError as err:
-        log.error("Run failed: %s", err)
-        return _final(run, "failed", str(err))
-    except KeyboardInterrupt:
-        return _final(run, "stopped", "Interrupted (Ctrl-C twice) without saving; the last checkpoint is kept.")
-    except Exception as err:  # noqa: BLE001 - a crash must end as a truthful status, not a dead process
-        log.error("Training crashed:\n%s", traceback.format_exc())
-        if _disk_full(err) and distributed.is_main():
-            run.discard_incomplete_checkpoints()  # frees space; a resume could not use them anyway
-        return _final(run, "failed", _explain_crash(err, cfg, run))
-    finally:
-        signals.restore()
-    return run.read_status()
-
-
-def _disk_full(err: BaseException) -> OSError | None:
-    """The ENOSPC behind `err`, also when a library wrapped it (torch.save, safetensors), or None."""
-    seen = set()
-    while err is not None and id(err) not in seen:
-        seen.add(id(err))
-        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
-            return err
-        if "no space left on device" in str(err).lower():
-            return OSError(errno.ENOSPC, "No space left on device")
-        err = err.__cause__ or err.__context__
-    return None
-
-
-def _explain_crash(err: Exception, cfg: RunConfig | None = None, run: RunFolder | None = None) -> str:
-    """What a person reads in the Monitor for a crash: what happened, where, what to change."""
-    status = run.read_status() if run is not None else {}
-    stage = status.get("stage") or ""
-    # The status step is the last one finished, as of the last status write (at most half a second old).
-    where = (f" during {stage.upper()} ({int(status.get('step') or 0)} of {status.get('total') or '?'} steps done)"
-             if stage else "")
-    kept = _kept(run, stage)
-    name = type(err).__name__
-    if "OutOfMemory" in name or "out of memory" in str(err).lower():
-        return f"Out of memory{where}: {_oom_advice(err, cfg, stage)} {kept}"
-    full = _disk_full(err)
-    if full is not None:
-        folder = run.path.parent if run is not None else "the runs folder"
-        target = f" writing {full.filename}" if getattr(full, "filename", None) else ""
-        saves = ""
-        if cfg is not None:
-            steps = " / ".join(f"`{s}.save_steps` (now {getattr(cfg, s).save_steps})" for s in cfg.stages)
-            saves = f", or keep fewer checkpoints: raise {steps}"
-            if "rft" in cfg.stages and cfg.rft.keep_best:
-                saves += f" and lower `rft.keep_best` (now {cfg.rft.keep_best})"
-        return (f"The disk is full (No space left on device){target}{where}. Free space on the disk holding "
-                f"{folder} (delete old runs on the Runs tab, or their checkpoints/ folders){saves}. {kept}")
-    return f"Training crashed{where}: {name}: {err}. The full traceback is in log.txt. {kept}"
-
-
-def _oom_advice(err: Exception, cfg: RunConfig | None, stage: str) -> str:
-    gpu = "CUDA" in str(err) or _cuda()
-    what = "the GPU's memory ran out" if gpu else "this machine's memory ran out"
-    if cfg is None:
-        return (f"{what}. Lower the batch size (raise grad_accum to keep the effective batch), shorten "
-                f"`model.max_length`, or pick a smaller model.")
-    stages = [stage] if stage in ("sft", "rft") else list(cfg.stages)
-    lower = []
-    for st in stages:
-        s = getattr(cfg, st)
-        lower.append(f"`{st}.batch_size` (now {s.batch_size}; raise `{st}.grad_accum`, now {s.grad_accum}, to keep "
-                     f"the effective batch)")
-    lower.append(f"`model.max_length` (now {cfg.model.max_length})")
-    if "rft" in stages:
-        lower.append(f"`rft.num_generations` (now {cfg.rft.num_generations})")
-        lower.append(f"`rft.max_completion_length` (now {cfg.rft.max_completion_length})")
-    quant = "" if cfg.model.quantization == "4bit" or not gpu else ", or set `model.quantization: 4bit`"
-    return f"{what}. Lower {', '.join(lower)}; or pick a smaller model{quant}. The Train tab's memory estimate " \
-           f"shows what fits."
-
-
-def _cuda() -> bool:
-    try:
-        import torch
-
-        return torch.cuda.is_available()
-    except ImportError:
-        return False
-
-
-def _kept(run: RunFolder | None, stage: str) -> str:
-    if run is None:
-        return "The last checkpoint is kept."
-    ckpts = [(s, run.last_checkpoint(s)) for s in ("sft", "rft")]
-    ckpts = [(s, p) for s, p in ckpts if p is not None]
-    if not ckpts:
-        return "No checkpoint had been saved yet: a resume starts the stage again."
-    names = ", ".join(f"{s} {p.name}" for s, p in ckpts)
-    return f"The last complete checkpoint is kept ({names}): resume with `python -m finetuner train --resume " \
-           f"{run.path}`."
+    return ending.status or run.read_status()
 
 
 def _prepare(cfg: RunConfig, todo: list[str], notices: list[str]) -> dict:
@@ -332,53 +176,26 @@ def _prepare(cfg: RunConfig, todo: list[str], notices: list[str]) -> dict:
 
 
 def _train_stages(cfg: RunConfig, run: RunFolder, resume: bool) -> None:
-    from finetuner.modeling.load import load_model, lora_config
-
-    status = run.read_status()
-    done = list(status.get("stages_done") or []) if resume else []
-    stage_steps = dict(status.get("stage_steps") or {}) if resume else {}
+    """The stage loop. Each remaining stage trains the adapter the previous one left; a stage cut short (a stop
+    request, the grader error limit) ends the run there with the adapter saved. Failures: failures.RunEnding."""
+    done, stage_steps = _progress(run, resume)
     todo = [s for s in cfg.stages if s not in done]
     if not todo:  # resuming a run whose every stage finished: nothing to train
-        _final(run, "finished", run_step=sum(stage_steps.values()))
+        final(run, "finished", run_step=sum(stage_steps.values()))
         return
-    notices: list[str] = []
-    datasets = _prepare(cfg, todo, notices)
-    model, tok, plan = load_model(cfg.model.name, cfg.model.quantization, cfg.model.trust_remote_code)
-    if plan.notice:
-        log.warning(plan.notice)
-        notices.insert(0, plan.notice)
-    from finetuner.training.callbacks import HeldoutSet
-
-    heldout = HeldoutSet.prepare(cfg, tok, notices)  # `eval.every_steps`: None when off
-    run.write_status(device=plan.device, quantization="4bit" if plan.quantize_4bit else
-                     ("bf16" if plan.device == "cuda" else "fp32"), notice=" ".join(notices), notices=notices)
-    if not resume:
-        run.write_status(stages_done=[], stage_steps={})
+    datasets, model, tok, device, heldout = _load(cfg, run, todo, resume)
     offset = sum(stage_steps.get(s, 0) for s in done)
     for stage in todo:
-        if stage == "rft" and "sft" in cfg.stages:
-            model = _sft_adapter_model(model, run)
-            peft_config = None
-            run.write_status(handover_rft_start=adapter_fingerprint(model))
-        else:
-            peft_config = lora_config(cfg.adapter)
+        model, peft_config = _stage_model(cfg, run, stage, model)
         ckpt = run.last_checkpoint(stage) if resume else None
         if resume and ckpt is None:
             log.warning("No checkpoint of the %s stage was saved: it starts again from its first step.", stage)
-        trainer = _train_stage(cfg, run, stage, model, tok, datasets[stage], peft_config, plan.device, offset,
-                               ckpt, heldout)
-        model = trainer.model
-        steps = trainer.state.global_step
+        trainer = _train_stage(cfg, run, stage, model, tok, datasets[stage], peft_config, device, offset, ckpt,
+                               heldout)
+        model, steps = trainer.model, trainer.state.global_step
         stage_steps[stage] = steps
         run.write_status(stage_steps=stage_steps)
-        cb = trainer.run_callback
-        if cb.stop_reason or cb.stop_requested:
-            _save_adapter(trainer, run.adapter, tok)
-            if cb.stop_reason:
-                _final(run, "failed", cb.stop_reason)
-            else:
-                _final(run, "stopped", f"Stopped by request at {stage} step {steps}. Adapter saved; resume "
-                                       f"with `python -m finetuner train --resume {run.path}`.")
+        if _ended_early(trainer, run, stage, tok):
             return
         _save_adapter(trainer, run.stage_adapter(stage), tok)
         if stage == "sft":
@@ -387,7 +204,62 @@ def _train_stages(cfg: RunConfig, run: RunFolder, resume: bool) -> None:
         run.write_status(stages_done=done)
         offset += steps
     _save_adapter(trainer, run.adapter, tok)
-    _final(run, "finished", run_step=offset)
+    final(run, "finished", run_step=offset)
+
+
+def _progress(run: RunFolder, resume: bool) -> tuple[list[str], dict]:
+    """(stages done, {stage: steps}) of the run being resumed; nothing for a fresh run."""
+    if not resume:
+        return [], {}
+    status = run.read_status()
+    return list(status.get("stages_done") or []), dict(status.get("stage_steps") or {})
+
+
+def _load(cfg: RunConfig, run: RunFolder, todo: list[str], resume: bool):
+    """Data and graders checked first, then the model; what a person should know goes to the status.
+    Returns (datasets, model, tokenizer, device, held-out set or None)."""
+    from finetuner.modeling.load import load_model
+    from finetuner.training.callbacks import HeldoutSet
+
+    notices: list[str] = []
+    datasets = _prepare(cfg, todo, notices)
+    model, tok, plan = load_model(cfg.model.name, cfg.model.quantization, cfg.model.trust_remote_code)
+    if plan.notice:
+        log.warning(plan.notice)
+        notices.insert(0, plan.notice)
+    heldout = HeldoutSet.prepare(cfg, tok, notices)  # `eval.every_steps`: None when off
+    run.write_status(device=plan.device, quantization="4bit" if plan.quantize_4bit else
+                     ("bf16" if plan.device == "cuda" else "fp32"), notice=" ".join(notices), notices=notices)
+    if not resume:
+        run.write_status(stages_done=[], stage_steps={})
+    return datasets, model, tok, plan.device, heldout
+
+
+def _stage_model(cfg: RunConfig, run: RunFolder, stage: str, model):
+    """(model, peft_config) a stage starts from: RFT after SFT continues SFT's adapter; else a fresh LoRA."""
+    from finetuner.modeling.load import lora_config
+
+    if stage == "rft" and "sft" in cfg.stages:
+        model = _sft_adapter_model(model, run)
+        run.write_status(handover_rft_start=adapter_fingerprint(model))
+        return model, None
+    return model, lora_config(cfg.adapter)
+
+
+def _ended_early(trainer, run: RunFolder, stage: str, tok) -> bool:
+    """A stage its run folder callback cut short ends the run: failed with its reason, or stopped by request.
+    The adapter is saved either way, so the result is usable and a resume continues it."""
+    cb = trainer.run_callback
+    if not (cb.stop_reason or cb.stop_requested):
+        return False
+    _save_adapter(trainer, run.adapter, tok)
+    if cb.stop_reason:
+        final(run, "failed", cb.stop_reason)
+    else:
+        steps = trainer.state.global_step
+        final(run, "stopped", f"Stopped by request at {stage} step {steps}. Adapter saved; resume "
+                              f"with `python -m finetuner train --resume {run.path}`.")
+    return True
 
 
 def _sft_adapter_model(model, run: RunFolder):
@@ -431,6 +303,8 @@ def _train_stage(cfg, run, stage, model, tok, data, peft_config, device, offset,
             trainer = build_grpo_trainer(cfg, run, model, tok, data, peft_config, device, bridge, callbacks)
         # Our ProgressCallback and metrics.jsonl replace the trainer's dict printing.
         trainer.remove_callback(PrinterCallback)
+        if faults.enabled():  # the tests' fault injection, one seam; never true outside tests
+            faults.inject(trainer, run)
         log.info("%s: %d training rows, %s", stage, len(data.train), f"{trainer.args.max_steps} steps"
                  if trainer.args.max_steps > 0 else f"{trainer.args.num_train_epochs:g} epochs")
         trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)

@@ -16,8 +16,6 @@ import time
 
 from trl import GRPOTrainer
 
-from finetuner.training import faults
-
 
 class TimedGRPOTrainer(GRPOTrainer):
     def __init__(self, *args, bridge=None, **kwargs):
@@ -31,7 +29,6 @@ class TimedGRPOTrainer(GRPOTrainer):
             self.bridge.tag = {"step": self.state.global_step + (1 if training else 0),
                                "split": "train" if training else "eval"}
         start = time.perf_counter()
-        faults.in_generation()  # a test hook (Stop pressed mid-generation); nothing unless FINETUNER_FAULT is set
         out = super()._generate(prompts)
         self._log_metric("time/generation_s", time.perf_counter() - start)
         return out

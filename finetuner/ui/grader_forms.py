@@ -104,9 +104,7 @@ def builtin_spec(gtype: str, name: str = "", weight=1.0, *, input=OUTPUT, refere
 def rubric_messages(key: str) -> tuple[str, str]:
     """(system, user) text of a ready-made rubric, to edit in the form."""
     msgs = RUBRICS[key]["input"]
-    system = next((m["content"] for m in msgs if m["role"] == "system"), "")
-    user = next((m["content"] for m in msgs if m["role"] == "user"), "")
-    return system, user
+    return tuple(next((m["content"] for m in msgs if m["role"] == role), "") for role in ("system", "user"))
 
 
 def judge_spec(kind: str, name: str, weight, system: str, user: str, base_url: str, model: str,
@@ -187,10 +185,8 @@ def add_spec(specs: list[dict], spec: dict, base_dir: str = "") -> list[dict]:
 
 
 def _pick_reference(columns: list[str]) -> str | None:
-    for key in ("answer", "solution", "label", "target", "reference", "completion", "output"):
-        if key in columns:
-            return key
-    return next((c for c in columns if c not in ("prompt", "messages")), None)
+    usual = ("answer", "solution", "label", "target", "reference", "completion", "output")
+    return next((k for k in usual if k in columns), next((c for c in columns if c not in ("prompt", "messages")), None))
 
 
 def python_template(columns: list[str], example: dict | None = None) -> str:
@@ -205,26 +201,18 @@ def python_template(columns: list[str], example: dict | None = None) -> str:
     if cols:
         width = max(len(c) for c in cols) + 8
         for c in cols:
-            value = example.get(c)
-            key = f'item["{c}"]'
-            if value is None:
-                lines.append(f"#     {key}")
-            else:
-                shown = repr(value[:40] if isinstance(value, str) else value)[:60]
-                lines.append(f"#     {key:<{width}} e.g. {shown}")
+            value, key = example.get(c), f'item["{c}"]'
+            shown = "" if value is None else " e.g. " + repr(value[:40] if isinstance(value, str) else value)[:60]
+            lines.append(f"#     {key:<{width}}{shown}".rstrip())
     else:
         lines.append("#     (upload data on the Data tab to list its columns here)")
     lines += ['#   item["prompt"] is the prompt as text (several chat turns: "role: content" lines), and',
               '#   item["messages"] the same prompt as chat turns, in tests as in training.',
               "# print(...) output appears in the test table's log column. Return a number, usually 0 to 1.", "", ""]
     ref = _pick_reference(columns)
-    if ref:
-        lines += ["def grade(sample, item) -> float:", '    output = sample["output_text"].strip()',
-                  f'    expected = str(item["{ref}"]).strip()', '    print("expected", expected)',
-                  "    return 1.0 if output == expected else 0.0", ""]
-    else:
-        lines += ["def grade(sample, item) -> float:", '    output = sample["output_text"].strip()',
-                  "    return 1.0 if output else 0.0", ""]
+    check = [f'    expected = str(item["{ref}"]).strip()', '    print("expected", expected)',
+             "    return 1.0 if output == expected else 0.0"] if ref else ["    return 1.0 if output else 0.0"]
+    lines += ["def grade(sample, item) -> float:", '    output = sample["output_text"].strip()', *check, ""]
     return "\n".join(lines)
 
 
@@ -262,8 +250,7 @@ def test_connection(spec: dict, item: dict | None = None, sample: str | None = N
 # Each returns {"button", "inputs", "message"} (plus extras); the tab wires the button to its handler with
 # the project state first, so that handler gets the inputs in this order.
 
-BUILTIN_KEYS = ("input", "reference", "operation", "evaluation_metric", "pass_threshold", "pattern", "mode",
-                "flags", "negate", "schema", "unit", "min", "max", "penalty", "tolerance")
+BUILTIN_KEYS = tuple(dict.fromkeys(k for fields in BUILTIN_FIELDS.values() for k in fields))  # every field, once
 
 
 def type_changed(gtype):

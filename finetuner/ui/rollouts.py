@@ -32,6 +32,14 @@ class RolloutFilter:
     search: str = ""  # case-insensitive, in prompt or completion
     stage: str = "all"
 
+    # The Monitor's filter widgets, in the order its handlers receive their values.
+    INPUTS = ("step_min", "step_max", "split", "grader_error", "score_of", "score_min", "score_max", "search")
+
+    @classmethod
+    def from_inputs(cls, *values) -> "RolloutFilter":
+        """The filter from the Monitor's widget values (`INPUTS` order); none given: no filter."""
+        return cls(**dict(zip(cls.INPUTS, values)))
+
 
 def _num(v) -> float | None:
     if v is None or v == "":

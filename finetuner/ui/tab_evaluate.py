@@ -1,7 +1,7 @@
 """Tab 5, Evaluate & chat: score base / after SFT / after RFT on held-out rows with the run's own graders,
 compare answers row by row, and chat with the base and the tuned model side by side.
 
-The work is finetuner/evaluate.py's (`evaluate_run`, `chat_reply`, the model cache); this module lays it out.
+The work is finetuner/evaluation/heldout.py's (`evaluate_run`, `chat_reply`, the model cache); this module lays it out.
 An evaluation runs in Gradio's worker thread with a progress bar and `concurrency_limit=1`, so two people
 pressing Evaluate queue up instead of loading models twice, while every other event keeps flowing.
 What the tab says about a run (its state, which adapters it has) is read from the run folder whenever the tab is

@@ -14,6 +14,7 @@ from __future__ import annotations
 import html
 import logging
 import re
+from dataclasses import dataclass, field
 
 import gradio as gr
 
@@ -30,7 +31,6 @@ TABLE_ROWS = 200  # rollouts shown at once; filters narrow the rest down
 PLOTS = figures.PANELS
 OUTPUTS = (*PLOTS, "progress", "warnings", "stop", "force", "table", "keys", "error_filter", "score_of", "detail",
            "picker", "seen", "heldout", "heldout_table")
-FILTER_LABELS = ("step_min", "step_max", "split", "grader_error", "score_of", "score_min", "score_max", "search")
 STATE_COLORS = {"running": "#2f9e44", "queued": "#868e96", "stopping": "#e67700", "finished": "#1c7ed6",
                 "stopped": "#868e96", "failed": "#e03131"}
 
@@ -64,8 +64,21 @@ def attach(ctx: AppContext, wanted: str | None):
 # ------------------------------------------------------------------ the view
 
 
-def _filter(values) -> rollouts.RolloutFilter:
-    return rollouts.RolloutFilter(**dict(zip(FILTER_LABELS, values)))
+@dataclass(frozen=True)
+class MonitorRequest:
+    """What one Monitor view asks for. Built once from the Gradio inputs by `render` / `tick`
+    (`from_inputs`); tests and the benchmark build it directly."""
+
+    run_id: str
+    smoothing: float = 0.0
+    log_y: bool = False
+    live: bool = True  # follow new rollouts in the table
+    seen: dict | None = None  # what this browser was last sent (`view`'s "seen" output)
+    filter: rollouts.RolloutFilter = field(default_factory=rollouts.RolloutFilter)
+
+    @classmethod
+    def from_inputs(cls, run_id, smoothing, log_y, live, seen, *filter_values) -> "MonitorRequest":
+        return cls(run_id, smoothing, log_y, live, seen, rollouts.RolloutFilter.from_inputs(*filter_values))
 
 
 def _progress_html(p: dict, run_id: str) -> str:
@@ -111,9 +124,9 @@ def heldout_outputs(columns, run_id: str) -> dict:
             "heldout_table": gr.update(value=table, visible=shown)}
 
 
-def view(ctx: AppContext, run_id: str, smoothing: float, log_y: bool, live: bool, seen: dict | None,
-         filter_values=(), force: bool = False) -> dict:
-    """Every output of the Monitor for `run_id`; parts unchanged since `seen` are gr.skip()."""
+def view(ctx: AppContext, req: MonitorRequest, force: bool = False) -> dict:
+    """Every output of the Monitor for `req.run_id`; parts unchanged since `req.seen` are gr.skip()."""
+    run_id, seen = req.run_id, req.seen
     if not run_id:
         return _empty_view() if force or seen else {name: gr.skip() for name in OUTPUTS}
     try:
@@ -126,7 +139,7 @@ def view(ctx: AppContext, run_id: str, smoothing: float, log_y: bool, live: bool
         return {**_empty_view(f"Run <code>{html.escape(run_id)}</code> no longer exists. Pick another run."),
                 "seen": gone}
     watch = get_watch(run.path)
-    opts = [round(float(smoothing or 0), 3), bool(log_y)]
+    opts = [round(float(req.smoothing or 0), 3), bool(req.log_y)]
     now = {"run": run_id, "m": watch.metrics_version, "s": watch.samples_version, "st": watch.status_version,
            "opts": opts, "state": watch.status.get("state")}
     seen = None if force or not seen or seen.get("run") != run_id or "m" not in seen else seen
@@ -149,8 +162,8 @@ def view(ctx: AppContext, run_id: str, smoothing: float, log_y: bool, live: bool
         out["force"] = gr.update(interactive=active)
     if seen is not None and seen.get("state") != now["state"]:
         out["picker"] = gr.update(choices=run_choices(ctx))  # the labels carry the state
-    if seen is None or (live and seen["s"] != now["s"]):
-        out.update(rollout_outputs(watch.samples, filter_values, fresh=seen is None))
+    if seen is None or (req.live and seen["s"] != now["s"]):
+        out.update(rollout_outputs(watch.samples, req.filter, fresh=seen is None))
     if seen is None or (seen["s"] == 0 and now["s"]):  # a new run, or its first rollouts arrived
         out["detail"] = rollouts.rollout_detail(watch.samples, None)
     out["seen"] = now
@@ -161,8 +174,7 @@ def _warnings_md(items: list[str]) -> str:
     return "\n".join(f"- ⚠️ {w}" for w in items)
 
 
-def rollout_outputs(samples: list[dict], filter_values, fresh: bool = False) -> dict:
-    f = _filter(filter_values)
+def rollout_outputs(samples: list[dict], f: rollouts.RolloutFilter, fresh: bool = False) -> dict:
     graders = rollouts.grader_names(samples)
     keys = rollouts.filter_rollouts(samples, f, limit=TABLE_ROWS)
     out = {"table": rollouts.rollout_table(samples, keys, graders), "keys": keys}
@@ -180,13 +192,14 @@ def _as_tuple(d: dict):
 
 def render(ctx, run_id, smoothing, log_y, live, *filter_values):
     """A full redraw: the run or the chart options changed."""
-    return _as_tuple(view(ctx, run_id, smoothing, log_y, live, None, filter_values, force=True))
+    return _as_tuple(view(ctx, MonitorRequest.from_inputs(run_id, smoothing, log_y, live, None, *filter_values),
+                          force=True))
 
 
 def tick(ctx, run_id, smoothing, log_y, live, seen, *filter_values):
     """The timer: only what changed in the run folder since this browser's last view."""
     try:
-        out = view(ctx, run_id, smoothing, log_y, live, seen, filter_values)
+        out = view(ctx, MonitorRequest.from_inputs(run_id, smoothing, log_y, live, seen, *filter_values))
     except Exception:  # noqa: BLE001 - a poll must not raise a toast every 2 seconds; the next one retries
         log.warning("Monitor refresh of %s failed", run_id, exc_info=True)
         return gr.skip()
@@ -204,7 +217,7 @@ def apply_filters(ctx, run_id, *filter_values):
     if not run_id:
         return gr.skip(), gr.skip()
     watch = get_watch(open_run(ctx.runs_dir, run_id).path)
-    out = rollout_outputs(watch.samples, filter_values)
+    out = rollout_outputs(watch.samples, rollouts.RolloutFilter.from_inputs(*filter_values))
     return out["table"], out["keys"]
 
 

@@ -2,7 +2,7 @@
 open one in the Monitor or Evaluate tab, resume, compare several, export, delete.
 
 A run whose training process died without a word is shown `failed` (runs.refresh_state notices it).
-Exports are finetuner/export.py's; this module only lays them out and hands over the files.
+Exports are finetuner/runs/export.py's; this module only lays them out and hands over the files.
 """
 
 from __future__ import annotations

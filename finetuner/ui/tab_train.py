@@ -5,7 +5,7 @@ Every control is a RunConfig field labelled with its help text (`config.help_for
 and the controls' values in `FIELDS` order followed by `EXTRAS` (the GPU to plan for, a parameter count):
 `preview(ctx, project, *values)`, `launch(ctx, project, *values)`, `apply_preset(plan, *values)`,
 `update(project, *values)` (stores them in the project), `from_project(ctx, project)`. `config_dict(project,
-fields)` is the run as plain data (what Launch validates).
+fields)` is the run as plain data (what Launch validates). The estimate's text: train_estimate.py.
 Launch starts `runs.launch` in a child process, writes `shared.run_id` and switches to the Monitor tab.
 """
 
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import math
 
 import gradio as gr
 
@@ -23,6 +22,7 @@ from finetuner.planning import step_time
 from finetuner.config import RunConfig, dump_yaml, from_dict, iter_fields, to_dict, yaml_text
 from graders.errors import FinetunerError, RunError
 from finetuner.ui.context import AppContext, Shared, bind, new_project, safe
+from finetuner.ui.train_estimate import estimate_markdown, plan_for
 
 INFO = {name: (tp, default, text.replace("`", ""), choices) for name, tp, default, text, choices in iter_fields()}
 ADAPTER = ("model.quantization", "adapter.type", "adapter.r", "adapter.alpha", "adapter.dropout",
@@ -35,7 +35,6 @@ EXTRAS = ("plan", "params_b")
 METHODS = [("SFT", "sft"), ("RFT", "rft"), ("SFT then RFT", "sft+rft")]
 LABELS = {"model.name": "Model", "adapter.r": "Rank (r)", "adapter.type": "Adapter", "max_length": "Max length",
           "model.trust_remote_code": "Trust remote code", "report_to": "Also report to"}
-VERDICT = {"fits": "🟢 Fits", "tight": "🟠 Tight", "will-not-fit": "🔴 Will not fit"}
 
 
 def _nested_set(out: dict, dotted: str, value) -> None:
@@ -71,66 +70,6 @@ def config_dict(project: dict, fields: dict) -> dict:
     if not out["graders"] and out.get("method") == "sft":
         out.pop("graders")
     return out
-
-
-def _plan(plan: str) -> tuple[str, float, str]:
-    """(device, GB, description) to plan for: the detected machine or a GPU size."""
-    if plan and plan != "detected":
-        return "cuda", float(plan), f"a {plan} GB GPU"
-    device, gb, desc = memory.detect_memory()
-    return device, gb, f"this machine ({desc})"
-
-
-def estimate_markdown(project: dict, cfg: RunConfig, plan: str, params_b, runs_dir=None) -> str:
-    """The memory estimate, and step times: measured by an earlier run or probe in `runs_dir` on this kind of
-    device when one trained these settings, else (RFT only) memory.rft_cost's formula, labelled a guess."""
-    device, gb, desc = _plan(plan)
-    tokens = (project.get("data") or {}).get("tokens") or {}
-    longest = tokens.get("max")
-    params = int(float(params_b) * 1e9) if params_b else None
-    try:
-        est = memory.estimate(params, cfg, capacity_gb=gb, device=device, prompt_tokens=longest, seq_tokens=longest)
-    except FinetunerError as err:
-        return f"### Memory estimate\n{err}"
-    quant = memory.resolve_quantization(cfg.model.quantization, device)
-    weights = "4-bit" if quant == "4bit" else ("bf16" if device == "cuda" else "fp32")
-    setup = est.setup
-    engine = ("" if "rft" not in cfg.stages else
-              "; RFT generates with " + {"colocate": "vLLM colocated", "server": "a vLLM server"}.get(
-                  setup.get("vllm"), "transformers"))
-    lines = [f"### {VERDICT[est.verdict]}: about {est.total_gb:.1f} GB of {gb:.0f} GB",
-             f"Planned for {desc}; {_count(est.params)} parameters, weights in {weights}; optimizer "
-             f"{setup.get('optim')}, gradient checkpointing {'on' if setup.get('checkpointing') else 'off'}, "
-             f"chunked loss{engine}.", "",
-             "| part | GB |", "|---|---|"]
-    # Stage parts are alternatives (the larger stage peak counts), so the table says which add up.
-    lines += [f"| {k} | {v:.2f} |" for k, v in est.parts.items()]
-    if est.advice:
-        lines += ["", "**What to change:**" if est.verdict != "fits" else ""] + [f"- {a}" for a in est.advice]
-    notes = est.notes + ([] if longest else ["No data checked yet: sequences are taken as model.max_length long."])
-    lines += ["", "<small>" + " ".join(notes) + " Total = the fixed parts + the largest stage peak (SFT: activations "
-              "+ logits; RFT: the larger of training and generation). Each term and its source: docs/memory.md."
-              "</small>"]
-    measured = step_time.measured_steps(runs_dir, cfg, device)
-    rows = (project.get("data") or {}).get("rows")
-    if "sft" in cfg.stages:
-        sft = measured.get("sft")
-        s = cfg.sft
-        steps = s.max_steps or math.ceil((rows or 100) * s.epochs / (s.batch_size * s.grad_accum))
-        lines += ["", f"**SFT per step (measured):** {sft.text()}; about {memory._dur(sft.seconds * steps)} for "
-                  f"{steps:,} steps." if sft else
-                  "**SFT per step:** not measured yet (no earlier run of this model and these SFT settings on "
-                  "this machine). **Measure a step** times a few real steps."]
-    if "rft" in cfg.stages:
-        rft = measured.get("rft")
-        cost = memory.rft_cost(cfg, est.params, device, longest, rows,
-                               measured=(rft.seconds, rft.text()) if rft else None)
-        lines += ["", f"**RFT per step ({'measured' if rft else 'rough'}):** {cost.text()}"]
-    return "\n".join(lines)
-
-
-def _count(n: int) -> str:
-    return f"{n / 1e9:.2f}B" if n >= 1e9 else f"{n / 1e6:.1f}M" if n >= 1e6 else f"{n / 1e3:.0f}K"
 
 
 def _recommendation(project: dict, model: str | None = None):
@@ -236,7 +175,7 @@ def update(project, *values):
 
 def apply_preset(plan, *values):
     """Set the controls to the preset for the GPU size planned for."""
-    device, gb, _desc = _plan(plan)
+    device, gb, _desc = plan_for(plan)
     size = recommend.preset_for(gb) if device == "cuda" else None
     if size is None:
         gr.Info("Presets are for GPUs of 8 GB and more. On CPU keep the defaults and the built-in model.")
