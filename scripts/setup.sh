@@ -23,5 +23,5 @@ if [ "${1:-}" = "--dev" ]; then
 fi
 # keep_bitsandbytes_quiet: peft imports bitsandbytes, which on a CPU-only machine only prints a warning about a
 # CPU kernel nothing here uses.
-python -c "from finetuner.models import keep_bitsandbytes_quiet; keep_bitsandbytes_quiet()
+python -c "from finetuner.modeling.load import keep_bitsandbytes_quiet; keep_bitsandbytes_quiet()
 import torch, transformers, trl, peft; print('installed: torch', torch.__version__, '| transformers', transformers.__version__, '| trl', trl.__version__, '| peft', peft.__version__)"

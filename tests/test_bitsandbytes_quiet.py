@@ -57,7 +57,7 @@ def test_peft_and_trl_import_it_unless_kept_out():
         pytest.skip("a CUDA machine uses bitsandbytes (QLoRA, 8-bit optimizers): it is not kept out there")
     libraries = "import peft\nfrom trl import GRPOTrainer, SFTTrainer\n"
     assert python(libraries + IMPORTED) == "true"  # what every run did before
-    kept = python("from finetuner import models\nkept = models.keep_bitsandbytes_quiet()\n" + libraries +
+    kept = python("from finetuner.modeling import load as models\nkept = models.keep_bitsandbytes_quiet()\n" + libraries +
                   "from finetuner.planning.gpu_defaults import resolve_optim\n"
                   "try:\n    resolve_optim('adamw_8bit', 'cpu')\nexcept Exception as err:\n    why = str(err)\n"
                   "print(json.dumps([kept, sys.modules.get('bitsandbytes') is not None, "

@@ -1,4 +1,4 @@
-"""Consumer-GPU defaults (gpu_defaults.py, train.py's argument builders), checked on CPU: the CUDA branches run
+"""Consumer-GPU defaults (gpu_defaults.py, training/stages.py's argument builders), checked on CPU: the CUDA branches run
 with the device named "cuda" and the package checks monkeypatched; no CUDA tensor is ever made."""
 
 import logging
@@ -136,7 +136,7 @@ def test_every_built_argument_is_a_trl_config_field(gpu, tmp_path):
                                                      False))):
         names = {f.name for f in dataclasses.fields(config_cls)}
         assert set(args) <= names, set(args) - names
-    # on CPU the configs are built for real, as train.py does
+    # on CPU the configs are built for real, as training/stages.py does
     gpu.setattr(gpu_defaults, "vllm_available", lambda: False)
     sft = SFTConfig(**_sft_args(cfg(), run(tmp_path), "cpu", False))
     assert sft.optim == "adamw_torch_fused" and sft.activation_checkpointing is False

@@ -24,7 +24,7 @@ def cfg(**over):
     return from_dict(spec)
 
 
-# What train.py runs on CUDA (gpu_defaults.py), fixed here so the numbers do not depend on installed packages.
+# What training/stages.py runs on CUDA (gpu_defaults.py), fixed here so the numbers do not depend on installed packages.
 GPU = {"optim": "paged_adamw_8bit", "checkpointing": True, "vllm": None, "chunked_loss": True}
 CPU = {"optim": "adamw_torch_fused", "checkpointing": False, "vllm": None, "chunked_loss": True}
 PRE_HOPPER_WORKSPACE = 2 * (8 * 2**20 + 128 * 2**10)  # torch's cuBLAS + cuBLASLt workspaces before Hopper

@@ -7,8 +7,9 @@ evaluation rows and converts both parts into the `datasets.Dataset`s TRL's train
 chosen by a seeded shuffle of the file's row count alone, so the SFT and RFT stages of one run hold out the same
 rows. `check_data` / `main_check_data` (the `check-data` command) report on a file without training.
 
-The work is split by step: `data_read` (files and ids -> rows), `data_rows` (format detection and per-row
-checks), `data_trl` (rows -> TRL datasets), `data_check` (report, token lengths, preview, CLI).
+The work is split by step: `read` / `csv_rows` (files and ids -> a `table.RawTable`), `rows` (format detection
+and per-row checks), `to_trl` (rows -> TRL datasets), `notes` (what the steps say, as data), `check` and
+`preview` (the report, token lengths, preview rows, CLI).
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ extension, but the first bytes win when the extension lies (a `.jsonl` holding o
 with a note; a `.parquet` that is really a ZIP is refused). Problems are collected across the whole file and
 raised once as `DataProblems`, so a person fixes every bad line in one go.
 
-This module knows nothing about formats (messages, prompt/completion); that is `data_rows.py`.
+This module knows nothing about formats (messages, prompt/completion); that is `rows.py`.
 """
 
 from __future__ import annotations

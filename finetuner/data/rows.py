@@ -2,7 +2,7 @@
 
 `detect_format` honours `DataConfig.format` and the column overrides (`data.prompt_column`, ...).
 `normalise` checks every row and returns `Records`: rows under TRL's canonical names (`messages`, `prompt`,
-`completion`, `text`), still independent of any tokenizer; `data_trl.py` turns them into datasets. Every
+`completion`, `text`), still independent of any tokenizer; `to_trl.py` turns them into datasets. Every
 problem names the row's line; all of them are raised together as `DataProblems`.
 
 Stages: "sft" takes `messages`, `prompt_completion` or `text`; "rft" takes `prompt` (a string or chat

@@ -1,6 +1,6 @@
 """Consumer-GPU defaults: which optimizer, gradient checkpointing and generation engine a run gets on its device.
 
-One place decides, so the trainer (`train.py`) and the memory estimate (`memory.py`) always agree:
+One place decides, so the trainer (`training/stages.py`) and the memory estimate (`memory.py`) always agree:
 
     optim, notice = resolve_optim(cfg.train.optim, device)         # "paged_adamw_8bit" on CUDA with bitsandbytes
     resolve_checkpointing(cfg.train.gradient_checkpointing, device)   # on for CUDA, off on CPU

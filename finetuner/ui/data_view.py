@@ -168,7 +168,7 @@ def _short(value, n: int = 80) -> str:
 
 
 def preview_html(rows) -> str:
-    """The preview rows (data_check.PreviewRow) as HTML: how each row reaches the model, trained text marked."""
+    """The preview rows (finetuner.data.preview.PreviewRow) as HTML: how each row reaches the model, trained text marked."""
     if not rows:
         return ""
     parts = ['<div class="ft-preview"><h4 style="margin:6px 0">Preview: what the model sees</h4>', LEGEND]

@@ -8,7 +8,7 @@
 A browser tab polls every few seconds and several tabs may watch the same run, so the reads are shared:
 one `RunWatch` per folder keeps byte offsets and the rows read so far, and a refresh only stats the files
 and reads what was appended (a half-written last line waits for the next refresh). Rotated segments
-(metrics.1.jsonl, ...: see runs.py) are followed by runs.JsonlTail, so the timeline stays continuous. Metrics are kept as
+(metrics.1.jsonl, ...: see finetuner/runs/jsonl_log.py) are followed by runs.JsonlTail, so the timeline stays continuous. Metrics are kept as
 columns of `array('d')` so turning 100,000 rows into plot arrays is a memory copy, not a Python loop.
 `progress` and `health_warnings` derive the progress line and the plain-language warnings from a watch.
 """
