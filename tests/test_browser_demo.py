@@ -9,7 +9,7 @@ import time
 import pytest
 
 from browser import App, launch_browser, shot
-from test_browser_journey import dataframe, load, no_traceback, plot_points, wait_plot
+from page import dataframe, load, no_traceback, plot_points, wait_plot
 
 HELDOUT = "Held-out score"
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from browser import ROOT, App, launch_browser, shot
-from test_browser_journey import accordion, load, no_traceback, open_tab, panel, set_number
+from page import accordion, load, no_traceback, open_tab, panel, set_number
 
 TRAIN = ROOT / "examples" / "arithmetic" / "train.jsonl"
 NOTES_SHOT = Path("/work/notes/shots/draft.png")

@@ -10,7 +10,7 @@ import re
 
 import pytest
 from browser import App, launch_browser, shot
-from test_browser_journey import data_rows, dataframe, load, no_traceback, open_tab
+from page import data_rows, dataframe, load, no_traceback, open_tab
 from test_run_views import sft_config, wait_for_metrics, write_data
 
 from finetuner.runs import launch, request_stop, wait
