@@ -1,6 +1,7 @@
 """`python -m finetuner <verb>`: the headless face of the engine.
 
-Verbs: train, stop, runs, explain, check-data, test-grader, demo, bench. Heavy libraries are imported inside the
+Verbs: train, stop, runs, explain, check-data, test-grader, demo, bench; evaluate, export, chat live in
+cli_runs.py. Heavy libraries are imported inside the
 verbs so `--help` and `explain` answer at once. A FinetunerError prints its message (what, where, what to
 do) and exits 2; no traceback is shown for mistakes a user can fix.
 """
@@ -13,6 +14,7 @@ import os
 import sys
 from pathlib import Path
 
+from finetuner import cli_runs
 from graders.errors import FinetunerError
 
 
@@ -191,7 +193,7 @@ def cmd_demo(args) -> int:
     from finetuner.modeling.load import keep_bitsandbytes_quiet
 
     keep_bitsandbytes_quiet()
-    return run_demo(runs_dir=args.runs_dir, as_json=args.json, rft_steps=args.rft_steps)
+    return run_demo(runs_dir=args.runs_dir, as_json=args.json, rft_steps=args.rft_steps, model=args.model)
 
 
 def cmd_bench(args) -> int:
@@ -247,6 +249,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--runs-dir", default="runs")
     d.add_argument("--json", action="store_true", help="print one JSON object with the results last")
     d.add_argument("--rft-steps", type=int, default=None, help="override the demo's RFT steps")
+    d.add_argument("--model", choices=("tiny", "smollm2-135m"), default="tiny",
+                   help="tiny: 2-digit sums on the built-in model (~3 min); smollm2-135m: which number is larger, on "
+                        "SmolLM2-135M-Instruct (longer)")
     d.set_defaults(func=cmd_demo)
 
     b = sub.add_parser("bench", help="speed figures: engine vs plain TRL, grader throughput, UI timings")
@@ -254,6 +259,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--out", metavar="FILE.json", help="also write the results as one JSON object")
     b.add_argument("--only", metavar="SECTIONS", help="comma-separated: train, graders, ui (default: all)")
     b.set_defaults(func=cmd_bench)
+
+    cli_runs.add_parsers(sub)  # evaluate, export, chat: the Evaluate and Runs tabs, headless
     return p
 
 

@@ -6,6 +6,9 @@ number/label. Requests run concurrently (`concurrency`), retry with exponential 
 timeouts and dropped connections, and are cached by rendered prompt (GRPO groups repeat completions).
 `provider: local` (or `base_url: local`) runs a Hugging Face model in-process instead (judge_local.py).
 The API key is never in the config: `api_key_env` names the environment variable that holds it.
+`structured` (auto | on | off) constrains the answer: over HTTP a JSON-schema `response_format` (servers
+that ignore it answer in prose, read leniently by judge_parse); for `provider: local` the model's own
+likelihood of each allowed answer (each label, each whole score in range), so nothing is parsed at all.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import math
 import threading
 from collections import OrderedDict
 
@@ -122,13 +126,17 @@ class JudgeGrader(Grader):
 
     is_async = True
     FIELDS = {"input", "model", "sampling_params", "base_url", "api_key_env", "provider", "timeout_s",
-              "max_retries", "retry_backoff_s", "concurrency", "cache", "output_instructions", "rubric"}
+              "max_retries", "retry_backoff_s", "concurrency", "cache", "output_instructions", "rubric",
+              "structured"}
     IGNORED = {"pass_threshold"}
 
     def __init__(self, name: str, messages, model: str, *, params=None, extra=None, base_url=None,
                  api_key_env=None, provider="openai", timeout_s=60.0, max_retries=3, retry_backoff_s=0.5,
-                 concurrency=8, cache=True, output_instructions=True, weight=1.0):
+                 concurrency=8, cache=True, output_instructions=True, structured="auto", weight=1.0):
         super().__init__(name, weight)
+        self.structured = structured
+        # local + structured: rank the allowed answers by likelihood, when they can be listed (see candidates)
+        self.likelihood = provider == "local" and structured != "off" and self.candidates() is not None
         self.messages, self.model = messages, model
         self.params, self.extra = params or {}, extra or {}
         self.cache_enabled, self.output_instructions = cache, output_instructions
@@ -140,7 +148,8 @@ class JudgeGrader(Grader):
             self.backend = LocalBackend(model)
         else:
             self.backend = HttpBackend(base_url, api_key_env, model, timeout_s, max_retries, retry_backoff_s,
-                                       concurrency)
+                                       concurrency, structured=structured,
+                                       response_format=None if structured == "off" else self.response_format())
 
     @classmethod
     def _common(cls, r: SpecReader) -> dict:
@@ -163,7 +172,7 @@ class JudgeGrader(Grader):
             retry_backoff_s=r.number("retry_backoff_s", 0.5, lo=0),
             concurrency=r.number("concurrency", 8, lo=1, hi=1024, integer=True),
             cache=r.boolean("cache", True), output_instructions=r.boolean("output_instructions", True),
-            weight=r.number("weight", 1.0))
+            structured=r.choice("structured", ("auto", "on", "off"), "auto"), weight=r.number("weight", 1.0))
 
     # -- subclasses
     def instructions(self) -> str:
@@ -171,6 +180,29 @@ class JudgeGrader(Grader):
 
     def interpret(self, text: str) -> GradeResult:
         raise NotImplementedError
+
+    def schema(self) -> dict:
+        """The JSON schema of the answer's `result`."""
+        raise NotImplementedError
+
+    def candidates(self) -> list[str] | None:
+        """Every allowed answer, for the local likelihood judge; None when they cannot be listed."""
+        raise NotImplementedError
+
+    def interpret_choice(self, probs: dict[str, float]) -> GradeResult:
+        raise NotImplementedError
+
+    def response_format(self) -> dict:
+        """OpenAI's structured-output request for {"steps": [...], "result": ...}; strict mode wants every
+        property required and no others."""
+        step = {"type": "object", "properties": {"description": {"type": "string"},
+                                                 "conclusion": {"type": "string"}},
+                "required": ["description", "conclusion"], "additionalProperties": False}
+        schema = {"type": "object", "properties": {"steps": {"type": "array", "items": step},
+                                                   "result": self.schema()},
+                  "required": ["steps", "result"], "additionalProperties": False}
+        return {"type": "json_schema", "json_schema": {"name": f"{self.type}_grade", "strict": True,
+                                                       "schema": schema}}
 
     # -- rendering
     def render(self, sample: dict, item: dict) -> list[dict]:
@@ -183,7 +215,8 @@ class JudgeGrader(Grader):
         return msgs
 
     def _key(self, messages: list[dict]) -> str:
-        blob = json.dumps([self.backend.identity(), messages, self.params, self.extra], sort_keys=True,
+        blob = json.dumps([self.backend.identity(), self.likelihood, messages, self.params, self.extra],
+                          sort_keys=True,
                           default=str)
         return hashlib.sha256(blob.encode("utf-8", "surrogatepass")).hexdigest()
 
@@ -223,7 +256,11 @@ class JudgeGrader(Grader):
                 self._inflight[key] = asyncio.get_running_loop().create_future()
         try:
             if todo:
-                outs = await self.backend.complete_many(list(todo.values()), self.params, self.extra, self.stats)
+                if self.likelihood:
+                    outs = await self.backend.choose_many(list(todo.values()), self.candidates(), self.stats)
+                else:
+                    outs = await self.backend.complete_many(list(todo.values()), self.params, self.extra,
+                                                            self.stats)
                 for key, out in zip(todo, outs, strict=True):
                     result = self._to_result(out)
                     answers[key] = result
@@ -243,6 +280,8 @@ class JudgeGrader(Grader):
     def _to_result(self, out) -> GradeResult:
         if isinstance(out, JudgeCallError):
             return GradeResult.fail(out.type, out.message)
+        if isinstance(out, dict):  # the local likelihood judge: answer -> probability
+            return self.interpret_choice(out)
         try:
             return self.interpret(out)
         except JudgeParseError as err:
@@ -259,9 +298,11 @@ class ScoreModelGrader(JudgeGrader):
     type = "score_model"
     FIELDS = JudgeGrader.FIELDS | {"range"}
 
+    MAX_CANDIDATES = 101  # a 0..100 scale still ranks in a few batches; finer scales generate and parse
+
     def __init__(self, name, messages, model, score_range=(0.0, 1.0), **kwargs):
+        self.score_range = tuple(score_range)  # before the base class, which asks candidates()
         super().__init__(name, messages, model, **kwargs)
-        self.score_range = tuple(score_range)
 
     @classmethod
     def from_spec(cls, r: SpecReader, base_dir: str):
@@ -270,10 +311,32 @@ class ScoreModelGrader(JudgeGrader):
                 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in rng)
                 or rng[0] >= rng[1]):
             raise r.error("range", f"is {rng!r}; give two numbers, low then high, e.g. [0, 1].")
-        return cls(r.name, score_range=(float(rng[0]), float(rng[1])), **cls._common(r))
+        grader = cls(r.name, score_range=(float(rng[0]), float(rng[1])), **cls._common(r))
+        if grader.structured == "on" and grader.backend.identity()[0] == "local" and not grader.likelihood:
+            raise r.error("structured", f"is on, but range {rng!r} does not hold 1 to {cls.MAX_CANDIDATES} whole "
+                          "numbers for the local judge to rank.", " Use a range such as [0, 10], or "
+                          "structured: auto to let the model write its score.")
+        return grader
+
+    def candidates(self):
+        lo, hi = self.score_range
+        values = range(math.ceil(lo), math.floor(hi) + 1)
+        return [str(v) for v in values] if 1 <= len(values) <= self.MAX_CANDIDATES else None
+
+    def schema(self):
+        lo, hi = self.score_range
+        return {"type": "number", "minimum": lo, "maximum": hi}
+
+    def interpret_choice(self, probs):
+        expected = sum(float(value) * p for value, p in probs.items())
+        top = sorted(probs.items(), key=lambda kv: -kv[1])[:3]
+        return GradeResult(expected, None, f"judge's expected score {expected:.3g} (likelihood of each score; "
+                           "most likely " + ", ".join(f"{v}: {p:.2f}" for v, p in top) + ")")
 
     def instructions(self) -> str:
         lo, hi = self.score_range
+        if self.likelihood:
+            return f"Reply with only a whole number from {math.ceil(lo)} to {math.floor(hi)}."
         return ('Reply with JSON only, in this form: {"steps": [{"description": "...", "conclusion": "..."}], '
                 f'"result": <a number from {lo:g} to {hi:g}>}}')
 
@@ -287,8 +350,8 @@ class LabelModelGrader(JudgeGrader):
     FIELDS = JudgeGrader.FIELDS | {"labels", "passing_labels"}
 
     def __init__(self, name, messages, model, labels, passing_labels, **kwargs):
+        self.labels, self.passing_labels = labels, passing_labels  # before the base class asks candidates()
         super().__init__(name, messages, model, **kwargs)
-        self.labels, self.passing_labels = labels, passing_labels
 
     @classmethod
     def from_spec(cls, r: SpecReader, base_dir: str):
@@ -304,7 +367,21 @@ class LabelModelGrader(JudgeGrader):
                 raise r.error("passing_labels", f"'{label}' is not in labels.", did_you_mean(label, labels))
         return cls(r.name, labels=labels, passing_labels=passing, **cls._common(r))
 
+    def candidates(self):
+        return list(self.labels)
+
+    def schema(self):
+        return {"type": "string", "enum": list(self.labels)}
+
+    def interpret_choice(self, probs):
+        label = max(probs, key=probs.get)
+        return GradeResult(1.0 if label in self.passing_labels else 0.0, None,
+                           f"judge chose {label!r} by likelihood (" +
+                           ", ".join(f"{k}: {p:.2f}" for k, p in probs.items()) + ")")
+
     def instructions(self) -> str:
+        if self.likelihood:
+            return f"Reply with only one of these labels: {', '.join(self.labels)}."
         return ('Reply with JSON only, in this form: {"steps": [{"description": "...", "conclusion": "..."}], '
                 f'"result": "<one of: {", ".join(self.labels)}>"}}')
 

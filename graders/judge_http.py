@@ -5,6 +5,13 @@ with `max_retries=0`: retries (429, 5xx, 408, timeouts, dropped connections) are
 backoff or the server's Retry-After, so that they are counted and reported. Failures come back as
 `JudgeCallError` values rather than exceptions, so one bad row cannot sink a batch. A judge bound for OpenAI
 (no base_url, no OPENAI_BASE_URL) without a key fails every call at once, before any request, naming the variable.
+
+Structured output: with `structured: auto` (the default) or `on`, every request carries a JSON-schema
+`response_format` (unless sampling_params sets its own). OpenAI, vLLM, llama.cpp's server and Ollama
+honour it; servers that ignore it (`transformers serve`) answer in prose, which judge_parse reads leniently.
+A server that refuses the field (HTTP 400/422 naming response_format or schema) is, under `auto`, asked
+again at once without it, and not sent it again once that succeeds; under `on` the refusal is the row's error. We cannot tell servers apart by
+address (vLLM and `transformers serve` both default to :8000), so we ask and learn rather than guess.
 """
 
 from __future__ import annotations
@@ -26,8 +33,11 @@ class JudgeCallError(Exception):
 class HttpBackend:
     """Chat completions over HTTP with `openai.AsyncOpenAI`; only ever used on the judges' loop."""
 
-    def __init__(self, base_url, api_key_env, model, timeout_s, max_retries, backoff_s, concurrency):
+    def __init__(self, base_url, api_key_env, model, timeout_s, max_retries, backoff_s, concurrency,
+                 structured="auto", response_format=None):
         self.base_url, self.api_key_env, self.model = base_url, api_key_env, model
+        self.structured, self.response_format = structured, response_format
+        self.schema_refused = False  # this server said no to response_format (auto mode stops sending it)
         self.timeout_s, self.max_retries, self.backoff_s = timeout_s, max_retries, backoff_s
         self.concurrency = concurrency
         self._client = None
@@ -81,7 +91,7 @@ class HttpBackend:
                 return text[:at] + "***" + text[at + n:]
         return text
 
-    async def _complete(self, messages, params, extra, stats):
+    async def _complete(self, messages, params, extra, stats, use_schema=True):
         import openai
 
         try:
@@ -91,16 +101,28 @@ class HttpBackend:
         last = ""
         for attempt in range(self.max_retries + 1):
             delay = None
+            send = dict(params)
+            schema = (use_schema and self.response_format is not None and "response_format" not in params
+                      and not self.schema_refused)
+            if schema:
+                send["response_format"] = self.response_format
             try:
                 async with self._sem:
                     started = time.monotonic()
                     resp = await client.chat.completions.create(
-                        model=self.model, messages=messages, extra_body=extra or None, **params)
+                        model=self.model, messages=messages, extra_body=extra or None, **send)
                     stats.add(calls=1, latency=time.monotonic() - started)
                 return self._text(resp, stats)
             except openai.APIStatusError as err:
                 status = err.status_code
                 last = f"HTTP {status}: {_short(self._redact(err.message))}"
+                if (schema and status in (400, 422) and self.structured == "auto"
+                        and any(w in str(err.message).lower() for w in ("response_format", "schema"))):
+                    # the server may not know response_format: ask again without it (not a retry)
+                    retry = await self._complete(messages, params, extra, stats, use_schema=False)
+                    if not isinstance(retry, JudgeCallError):  # it was the field: stop sending it
+                        self.schema_refused = True
+                    return retry
                 if status != 429 and status < 500 and status != 408:
                     hint = {401: " (check the API key in the variable named by api_key_env)",
                             404: " (check base_url and model)"}.get(status, "")

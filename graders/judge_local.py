@@ -4,6 +4,11 @@ Same prompts and parsing as the HTTP judge, but `transformers` `generate` in thi
 on first use (never at build time), prompts go through the tokenizer's chat template, and a batch of
 prompts is generated together with left padding. Generation runs in a worker thread so the judges' event
 loop stays free; a lock keeps one generate at a time on the model.
+
+With `structured` auto/on the judge does not generate at all (`choose_many`): each allowed answer (a label,
+or each whole score in range) is scored as the assistant's whole reply, P(answer tokens + end of turn | prompt),
+and the probabilities are normalised over the answers. Ending the reply is part of the answer so that "1"
+does not also collect the mass of "10". All (prompt, answer) pairs of a batch run as one padded forward pass.
 """
 
 from __future__ import annotations
@@ -66,6 +71,67 @@ class LocalBackend:
                     n_out = int((new[row] != tok.pad_token_id).sum())
                     out.append((text, n_in, n_out))
             return out
+
+    def _answer_ids(self, tok, messages, prompt: str, answer: str) -> list[int]:
+        """The tokens the chat template writes for `answer` as the assistant's whole turn, end marker included."""
+        text = None
+        if getattr(tok, "chat_template", None):
+            full = tok.apply_chat_template(messages + [{"role": "assistant", "content": answer}], tokenize=False)
+            if full.startswith(prompt):
+                text = full[len(prompt):].rstrip("\n")
+        if not text or answer not in text:  # a template that rewrites turns: the answer and the eos token
+            text = answer + (tok.eos_token or "")
+        return tok(text, add_special_tokens=False)["input_ids"]
+
+    def choose(self, conversations: list[list[dict]], answers: list[str]) -> list[dict[str, float]]:
+        """For each conversation, {answer: probability} over `answers` (they sum to 1)."""
+        import torch
+
+        with self._lock:
+            model, tok = self._load()
+            pairs = []  # (conversation index, answer, prompt ids, answer ids)
+            for c, messages in enumerate(conversations):
+                prompt = self._prompt(tok, messages)
+                prompt_ids = tok(prompt, add_special_tokens=False)["input_ids"]
+                for answer in answers:
+                    pairs.append((c, answer, prompt_ids, self._answer_ids(tok, messages, prompt, answer)))
+            logp = [0.0] * len(pairs)
+            step = max(self.batch_size, 2 * len(answers))
+            for start in range(0, len(pairs), step):
+                chunk = pairs[start: start + step]
+                seqs = [p + a for _, _, p, a in chunk]
+                width = max(map(len, seqs))
+                ids = torch.full((len(seqs), width), tok.pad_token_id, dtype=torch.long)
+                mask = torch.zeros((len(seqs), width), dtype=torch.long)
+                for row, seq in enumerate(seqs):  # right padding: positions match an unpadded run
+                    ids[row, :len(seq)] = torch.tensor(seq)
+                    mask[row, :len(seq)] = 1
+                with torch.inference_mode():
+                    logits = model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device)).logits
+                logprobs = torch.log_softmax(logits.float(), dim=-1)
+                for row, (_, _, p, a) in enumerate(chunk):
+                    at = torch.arange(len(p) - 1, len(p) + len(a) - 1, device=logprobs.device)
+                    target = torch.tensor(a, device=logprobs.device)
+                    logp[start + row] = float(logprobs[row, at, target].sum())
+            out = []
+            for c in range(len(conversations)):
+                scores = torch.tensor([logp[i] for i, pair in enumerate(pairs) if pair[0] == c])
+                probs = torch.softmax(scores, dim=0).tolist()
+                out.append(dict(zip(answers, probs)))
+            return out
+
+    async def choose_many(self, conversations, answers, stats) -> list:
+        from graders.judge_http import JudgeCallError
+
+        started = time.monotonic()
+        try:
+            outs = await asyncio.to_thread(self.choose, conversations, answers)
+        except Exception as err:  # noqa: BLE001 - a model that won't load or run fails these rows, typed
+            error = JudgeCallError("judge_server_error", f"local judge model '{self.model_name}' failed: "
+                                   f"{type(err).__name__}: {err}")
+            return [error] * len(conversations)
+        stats.add(calls=len(outs), latency=time.monotonic() - started)
+        return outs
 
     async def complete_many(self, conversations, params, extra, stats) -> list:
         from graders.judge_http import JudgeCallError

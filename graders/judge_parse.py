@@ -2,6 +2,9 @@
 
 Reasoning models wrap answers in <think> blocks and chat models in ``` fences or prose; we accept the JSON
 object anywhere in the text (the last one carrying "result" wins) or a reply that is only a number.
+When that strict reading fails on a reply that is not JSON (small chat models answer "Score: 7/10" or "The
+answer is correct."), a lenient reading takes the answer only where it is unambiguous (`lenient_score`,
+`lenient_label`); its note carries LENIENT_MARK so the log and the UI can say the lenient parse was used.
 Anything else raises JudgeParseError, which the judge turns into a `judge_parse_error` scoring 0.
 """
 
@@ -13,6 +16,10 @@ import re
 
 _THINK = re.compile(r"<think>.*?</think>", re.S | re.I)
 _NUMBER = re.compile(r"^[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?$")
+# a number in prose: not glued to a word or another number ("gpt4", "1.2.3" are not numbers); a minus only
+# when written against the digits, so "2 - 3" reads as 2 and 3
+_PROSE_NUMBER = re.compile(r"(?<![\w.])-?\d+(?:\.\d+)?(?![\w]|\.\d)")
+LENIENT_MARK = "lenient parse"
 
 
 class JudgeParseError(ValueError):
@@ -60,8 +67,12 @@ def _show(text: str) -> str:
 
 
 def parse_score(text: str, lo: float, hi: float) -> tuple[float, str]:
-    """(score clipped to [lo, hi], a short explanation for the log)."""
-    result, steps = extract(text)
+    """(score clipped to [lo, hi], a short explanation for the log). JSON (or a bare number) is read strictly;
+    a reply without either is read by `lenient_score`."""
+    try:
+        result, steps = extract(text)
+    except JudgeParseError as err:
+        return lenient_score(text, lo, hi, err)
     try:
         score = float(result)
     except (TypeError, ValueError):
@@ -77,13 +88,67 @@ def parse_label(text: str, labels: list[str]) -> tuple[str, str]:
     try:
         result, steps = extract(text)
     except JudgeParseError:
-        result, steps = _clean(text), None  # a label judge may just answer with the label
-    wanted = str(result).strip().strip("\"'.").lower()
-    for label in labels:
+        result, steps = None, None
+    wanted = str(_clean(text) if result is None else result).strip().strip("\"'.").lower()
+    for label in labels:  # a label judge may just answer with the label
         if label.lower() == wanted:
             return label, f"judge said {label!r}" + _steps(steps)
+    if result is None:  # prose, not JSON: the label only if exactly one is named in it
+        return lenient_label(text, labels)
     raise JudgeParseError(f"the judge answered {_show(str(result))}, which is not one of the labels "
                           f"{', '.join(labels)}")
+
+
+def _value(text: str) -> float:
+    value = float(text)
+    return int(value) if value.is_integer() else value
+
+
+def lenient_score(text: str, lo: float, hi: float, strict_error: Exception | None = None) -> tuple[float, str]:
+    """The score in a prose reply, where only one reading is possible.
+
+    1. A number written against the range's top as "X/MAX" or "X out of MAX" is the judge's score: the MAX
+       is the scale, not a second candidate ("Score: 7/10" with range 0..10 is 7).
+    2. Otherwise every number in the reply is a candidate, and those in [lo, hi] count.
+    Exactly one distinct value in range is the score; none, or several different ones ("2 + 3 = 5" with
+    range 0..10), is a parse failure naming them."""
+    cleaned = _clean(text)
+    explicit, scale_at, numbers = [], set(), []
+    for m in _PROSE_NUMBER.finditer(cleaned):
+        if m.start() in scale_at:
+            continue
+        numbers.append(_value(m.group()))
+        scale = re.match(r"\s*(?:/|out\s+of)\s*(-?\d+(?:\.\d+)?)", cleaned[m.end():], re.I)
+        if scale and float(scale.group(1)) == hi:
+            explicit.append(numbers[-1])
+            scale_at.add(m.end() + scale.start(1))  # the "/MAX" is not a number of its own
+    pool, how = (explicit, f"written as X/{hi:g}") if explicit else (numbers, "the only number in range")
+    found = sorted({v for v in pool if lo <= v <= hi})
+    if len(found) == 1:
+        return float(found[0]), f"judge said {found[0]:g} ({LENIENT_MARK}: {how} in {_show(text)})"
+    why = (f"it names several numbers in {lo:g}..{hi:g} ({', '.join(f'{v:g}' for v in found)}), so the score is "
+           "ambiguous") if found else f"it has no number in {lo:g}..{hi:g}"
+    prefix = f"{strict_error}; " if strict_error else f"the judge answered {_show(text)}; "
+    raise JudgeParseError(f"{prefix}read leniently, {why}")
+
+
+def lenient_label(text: str, labels: list[str]) -> tuple[str, str]:
+    """The label in a prose reply when exactly one allowed label appears as a whole word (case-insensitive).
+    A label found only inside a longer one ("relevant" in "not relevant") does not count; none, or several
+    different labels, is a parse failure naming them."""
+    cleaned = _clean(text)
+    spans = []
+    for label in labels:
+        for m in re.finditer(rf"(?<!\w){re.escape(label)}(?!\w)", cleaned, re.I):
+            spans.append((m.start(), m.end(), label))
+    kept = {lab for s, e, lab in spans if not any(s2 <= s and e <= e2 and (s2, e2) != (s, e) for s2, e2, _ in spans)}
+    if len(kept) == 1:
+        [label] = kept
+        return label, f"judge said {label!r} ({LENIENT_MARK}: the only label named in {_show(text)})"
+    found = [lab for lab in labels if lab in kept]
+    why = (f"it names several labels ({', '.join(found)})" if found else "it names none of them")
+    raise JudgeParseError(f"the judge answered {_show(text)}, which is not one of the labels {', '.join(labels)}; "
+                          f"read leniently, {why}")
 
 
 def _steps(steps) -> str:

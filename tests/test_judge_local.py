@@ -19,7 +19,7 @@ def test_local_judge_generates_and_parses():
     [g] = build_graders([{"name": "local", "type": "score_model", "base_url": "local", "model": path,
                           "input": [{"role": "user", "content": "{{item.q}}={{sample.output_text}}"}],
                           "sampling_params": {"max_completion_tokens": 6, "temperature": 0},
-                          "output_instructions": False}])
+                          "output_instructions": False, "structured": "off"}])  # generate, then parse
     results = g.grade_batch(["4", "5", "4"], [{"q": "2+2"}, {"q": "2+3"}, {"q": "2+2"}])
     for result in results:
         # the tiny model answers arithmetic in words ("That makes 4."), not JSON: a typed parse error that

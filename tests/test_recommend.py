@@ -3,8 +3,10 @@
 import pytest
 
 from finetuner.config import from_dict
-from finetuner.planning.recommend import (GPU_PRESETS, MODELS, base_pass_rate, model_choices, nested, preset_for, recommend,
-                                 verifiable_graders)
+from finetuner.planning.recommend import (EXAMPLES, GPU_PRESETS, MODELS, base_pass_rate, model_choices, nested,
+                                          preset_for, recommend, verifiable_graders)
+
+EXAMPLE = EXAMPLES / "arithmetic"
 
 EXACT = {"name": "exact", "type": "string_check", "input": "{{sample.output_text}}", "reference": "{{item.a}}"}
 JUDGE = {"name": "tone", "type": "score_model", "model": "m", "input": "x"}
@@ -73,9 +75,21 @@ def test_presets_are_valid_runs_and_pick_by_memory():
     assert preset_for(80) == 24
 
 
-def test_model_choices_list_tiny_first_and_each_recommended_id():
+def test_model_choices_list_tiny_first_then_the_real_small_model_and_each_recommended_id():
     choices = model_choices()
-    assert choices[0][1] == "tiny"
-    assert [value for _label, value in choices[1:]] == list(MODELS)
+    assert choices[0][1] == "tiny" and choices[1][1] == "smollm2-135m"
+    assert "real small model" in choices[1][0] and "CPU" in choices[1][0]
+    assert [value for _label, value in choices[2:]] == list(MODELS)
     small = dict((v, label) for label, v in choices)["Qwen/Qwen2.5-0.5B-Instruct"]
     assert "0.5B" in small and "fits 8 GB" in small
+
+
+def test_own_data_switches_tiny_to_the_real_small_model(tmp_path):
+    """A person's own data on `tiny` would train on noise: the default becomes smollm2-135m; the demo's data and
+    a model the person chose stay as they are."""
+    from finetuner.planning.recommend import default_model
+
+    own, example = str(tmp_path / "emails.csv"), str(EXAMPLE / "train.jsonl")
+    assert default_model("tiny", own) == "smollm2-135m" and default_model(None, own) == "smollm2-135m"
+    assert default_model("tiny", example) is None
+    assert default_model("Qwen/Qwen2.5-0.5B-Instruct", own) is None

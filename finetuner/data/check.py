@@ -100,19 +100,21 @@ def _short(value, n: int = 60) -> str:
 
 
 def check_data(source: str, method: str, tokenizer=None, dcfg: DataConfig | None = None,
-               max_length: int = 512, progress: Progress | None = None) -> CheckReport:
+               max_length: int = 512, progress: Progress | None = None, max_prompt_length: int = 512) -> CheckReport:
     """Check `source` for `method` ("sft", "rft" or "sft+rft") without training.
 
     The source is read and checked a chunk at a time (data.read.SourceReader), keeping only counts, token
     lengths, the first errors and the preview, so a file of any size is checked in bounded memory.
-    `progress(bytes_read, total)` is called after each chunk."""
+    `progress(bytes_read, total)` is called after each chunk. RFT prompts over `max_prompt_length` tokens
+    (rft.max_prompt_length; 0: no limit), which training leaves out, are counted in a note."""
     dcfg = dcfg or DataConfig()
     report = CheckReport(source=source, method=method)
     if method not in METHODS:
         report.errors.append(f"Unknown method `{method}`; choose one of {', '.join(METHODS)}.")
         return report
     stages = {"sft": ["sft"], "rft": ["rft"], "sft+rft": ["sft", "rft"]}[method]
-    checks = [_StageCheck(stage, f"{stage.upper()} stage: " if len(stages) > 1 else "") for stage in stages]
+    checks = [_StageCheck(stage, f"{stage.upper()} stage: " if len(stages) > 1 else "",
+                          max_prompt_length if stage == "rft" else 0) for stage in stages]
     columns: dict[str, None] = {}
     try:
         reader = SourceReader(source, dcfg.split, progress)
@@ -138,6 +140,14 @@ def check_data(source: str, method: str, tokenizer=None, dcfg: DataConfig | None
         if not report.format and st.fmt and not st.failed:
             report.format = st.fmt
         report.notes += [st.label + n for n in render(st.notes)]
+        if st.too_long and not st.failed and st.too_long == len(st.lengths):
+            _add_error(report, DataError(f"Every RFT prompt is longer than rft.max_prompt_length ({st.prompt_limit} "
+                                         f"tokens, counted with the chat template), so training would have nothing "
+                                         f"left. Raise rft.max_prompt_length (0: no limit) or shorten the prompts."),
+                       st.label)
+        elif st.too_long and not st.failed:
+            report.notes.append(st.label + Note("prompts_too_long", count=st.too_long, of=len(st.lengths),
+                                                detail=str(st.prompt_limit)).text())
         if st.lengths and not st.failed and report.lengths is None:
             report.lengths = _stats(st.lengths, st.what, max_length)
         report.preview += st.preview
@@ -153,8 +163,10 @@ def check_data(source: str, method: str, tokenizer=None, dcfg: DataConfig | None
 class _StageCheck:
     """What one stage's check keeps while chunks stream by."""
 
-    def __init__(self, stage: str, label: str):
+    def __init__(self, stage: str, label: str, prompt_limit: int = 0):
         self.stage, self.label = stage, label
+        self.prompt_limit = prompt_limit  # rft.max_prompt_length for the RFT stage; 0: not counted
+        self.too_long = 0  # prompts over it, which training leaves out (data.prompt_limit)
         self.fmt = ""
         self.failed = False  # a row in error: its rows are still checked, but no token lengths are counted
         self.stopped = False  # a problem with the whole data (no format, no chat template): checks stop
@@ -184,11 +196,15 @@ class _StageCheck:
         if tokenizer is None or self.failed:
             return
         try:
-            self.lengths.extend(token_lengths(conv, tokenizer, chunk.where, chunk.name))
+            lengths = token_lengths(conv, tokenizer, chunk.where, chunk.name)
         except DataProblems as err:
             self.failed = True
             _add_error(report, err, self.label)
             return
+        self.lengths.extend(lengths)
+        if self.prompt_limit and conv.format == "prompt":
+            # token_lengths measures a prompt as data.prompt_limit does: chat template + generation prompt.
+            self.too_long += sum(n > self.prompt_limit for n in lengths)
         self.what = "prompt" if conv.format == "prompt" else "prompt + answer"
         while len(self.preview) < 2 and len(self.preview) < len(conv.rows):
             i = len(self.preview)
@@ -247,6 +263,10 @@ def main_check_data(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="tiny", help="model whose tokenizer counts tokens (default: tiny); "
                                                         "`none` skips token counts and the preview")
     parser.add_argument("--max-length", type=int, default=512, help="longest sequence in tokens (model.max_length)")
+    parser.add_argument("--max-prompt-length", type=int, default=512,
+                        help="longest RFT prompt in tokens (rft.max_prompt_length; longer ones are left out; 0: none)")
+    parser.add_argument("--trust-remote-code", action="store_true",
+                        help="let the model's own code run to load its tokenizer (model.trust_remote_code)")
     defaults = DataConfig()
     parser.add_argument("--format", default="auto", choices=("auto", "messages", "prompt_completion", "text",
                                                              "prompt"), help="how rows are read (data.format)")
@@ -263,9 +283,10 @@ def main_check_data(argv: list[str] | None = None) -> int:
         from finetuner.modeling.load import load_tokenizer
 
         try:
-            tokenizer = load_tokenizer(args.model)
+            tokenizer = load_tokenizer(args.model, args.trust_remote_code)
         except FinetunerError as err:
             print(f"Note: no tokenizer, so no token counts or preview. {err}")
-    report = check_data(args.file, args.method, tokenizer, dcfg, args.max_length, _progress_printer())
+    report = check_data(args.file, args.method, tokenizer, dcfg, args.max_length, _progress_printer(),
+                        args.max_prompt_length)
     print(report.text())
     return 0 if report.ok else 1

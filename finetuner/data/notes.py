@@ -73,13 +73,16 @@ _SENTENCES: dict[str, Callable[[Note], str]] = {
     "no_chat_template": lambda n: (
         "The tokenizer has no chat template: prompt and completion are joined as plain text, and only the "
         "completion is trained."),
+    "chat_template": lambda n: f"Chat template: {n.detail}.",
     "no_generation_markers": lambda n: (
-        "The chat template has no {% generation %} markers, so TRL cannot train on assistant turns only: each "
+        "The chat template has no {% generation %} markers and no known training template, so TRL cannot train "
+        "on assistant turns only: each "
         "chat was split into prompt (the turns before the last assistant turn) and completion (that turn), and "
         "only the completion is trained."),
     "several_assistant_turns": lambda n: (
         f"{_chats(n.count)} several assistant turns; only the last one of each is trained (earlier ones are "
-        f"context). A model whose chat template has {{% generation %}} trains them all."),
+        f"context). A model whose chat template has {{% generation %}}, or one Finetuner or TRL knows a training "
+        f"template for (Qwen, Llama 3, Gemma, Phi, SmolLM2, ...), trains them all."),
     "turns_after_answer": lambda n: (
         f"{_chats(n.count)} turns after their last assistant turn; those turns were dropped, since nothing after "
         f"the trained answer is learned."),
@@ -89,6 +92,11 @@ _SENTENCES: dict[str, Callable[[Note], str]] = {
         f"Column `{n.column}` {n.detail}: all its values were turned into text so it loads as one column (graders "
         f"see strings)."),
     "grader_columns": lambda n: f"Graders can use these columns as {{{{item.<column>}}}}: {_ticked(n.names)}.",
+    # data.prompt_limit (detail: the limit in tokens)
+    "prompts_too_long": lambda n: (
+        f"{n.count} of {n.of} RFT prompts are longer than rft.max_prompt_length ({n.detail} tokens, counted with "
+        f"the chat template) and are left out of training (cutting them would change the task). Raise "
+        f"rft.max_prompt_length (0: no limit) or shorten those prompts."),
     "only_prompts": lambda n: (
         "The rows hold only prompts: graders can judge only the answer itself ({{sample.output_text}})."),
 }

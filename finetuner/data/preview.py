@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from finetuner.data.read import DataProblems
 from finetuner.data.to_trl import Converted, grader_item
+from finetuner.modeling.chat_templates import training_template
 
 OPEN, CLOSE = "⟦", "⟧"
 
@@ -25,6 +26,17 @@ def _render(tokenizer, messages: list[dict], **kw) -> str:
     return tokenizer.apply_chat_template(messages, tokenize=False, **kw)
 
 
+def _chat_kw(row: dict, fmt: str, tokenizer) -> dict:
+    """What SFT passes the template for this row: its `chat_template_kwargs`, and for chats the training
+    template (modeling.chat_templates) that marks every assistant turn."""
+    kw = dict(row.get("chat_template_kwargs") or {})
+    if fmt == "messages":
+        template = training_template(tokenizer).template
+        if template:
+            kw["chat_template"] = template
+    return kw
+
+
 def _with_eos(text: str, tokenizer) -> str:
     # TRL appends EOS to plain (non-chat) text and completions so the model learns to stop.
     eos = tokenizer.eos_token or ""
@@ -34,7 +46,7 @@ def _with_eos(text: str, tokenizer) -> str:
 def _sequence(row: dict, fmt: str, tokenizer) -> tuple[str, bool]:
     """(text, add_special_tokens): the sequence a row becomes, as TRL tokenizes it."""
     if fmt == "messages":
-        return _render(tokenizer, row["messages"]), False
+        return _render(tokenizer, row["messages"], **_chat_kw(row, fmt, tokenizer)), False
     if fmt == "text":
         return _with_eos(row["text"], tokenizer), True
     prompt = row["prompt"]
@@ -43,7 +55,7 @@ def _sequence(row: dict, fmt: str, tokenizer) -> tuple[str, bool]:
             return _render(tokenizer, prompt, add_generation_prompt=True), False
         return prompt, True
     if isinstance(prompt, list):
-        return _render(tokenizer, prompt + row["completion"]), False
+        return _render(tokenizer, prompt + row["completion"], **_chat_kw(row, fmt, tokenizer)), False
     return prompt + _with_eos(row["completion"], tokenizer), True
 
 
@@ -75,15 +87,16 @@ def preview_row(row: dict, fmt: str, tokenizer, stage: str, where: str) -> Previ
     """One converted row as the model sees it, with the character spans the loss trains on."""
     columns = {k: v for k, v in grader_item(row).items() if k != "prompt"} if fmt == "prompt" else {}
     if fmt == "messages":
-        text, spans = _assistant_spans(row["messages"], tokenizer)
+        text, spans = _assistant_spans(row["messages"], tokenizer, _chat_kw(row, fmt, tokenizer))
     elif fmt == "text":
         text = _with_eos(row["text"], tokenizer)
         spans = [(0, len(text))]
     elif fmt == "prompt":
         text, spans = _sequence(row, fmt, tokenizer)[0], []  # RFT trains on the model's own answers
     elif isinstance(row["prompt"], list):
-        text = _render(tokenizer, row["prompt"] + row["completion"])
-        prefix = _render(tokenizer, row["prompt"], add_generation_prompt=True)
+        kw = _chat_kw(row, fmt, tokenizer)
+        text = _render(tokenizer, row["prompt"] + row["completion"], **kw)
+        prefix = _render(tokenizer, row["prompt"], add_generation_prompt=True, **kw)
         start = _common_prefix(prefix, text)
         spans = [(start, len(text))] if start < len(text) else []
     else:
@@ -101,11 +114,11 @@ def _common_prefix(a: str, b: str) -> int:
     return n
 
 
-def _assistant_spans(messages: list[dict], tokenizer) -> tuple[str, list[tuple[int, int]]]:
-    """Character spans of the tokens TRL's assistant_only_loss trains, from the template's own mask."""
-    text = _render(tokenizer, messages)
+def _assistant_spans(messages: list[dict], tokenizer, kw: dict) -> tuple[str, list[tuple[int, int]]]:
+    """Character spans of the tokens TRL's assistant_only_loss trains, from the (training) template's mask."""
+    text = _render(tokenizer, messages, **kw)
     enc = tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True,
-                                        return_assistant_tokens_mask=True)
+                                        return_assistant_tokens_mask=True, **kw)
     ids, mask = list(enc["input_ids"]), list(enc["assistant_masks"])
     offsets = None
     if getattr(tokenizer, "is_fast", False):

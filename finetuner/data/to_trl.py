@@ -1,10 +1,13 @@
 """Turn checked `Records` into the `datasets.Dataset`s that TRL's trainers read, for one tokenizer.
 
 SFT (SFTTrainer):
-  - `messages` stay `{"messages": [...]}` when the chat template marks assistant text with
-    `{% generation %}`: then `assistant_only_loss=True` trains on every assistant turn and nothing else.
-    Without the marker TRL cannot tell the answer apart, so each chat becomes prompt (all turns before the last
-    assistant turn) + completion (that turn): the completion-only loss still trains only on the answer.
+  - `messages` stay `{"messages": [...]}` when a training template is known for the chat template
+    (modeling.chat_templates: the model's own with `{% generation %}`, TRL's for its families, ours for SmolLM2):
+    then `assistant_only_loss=True` trains on every assistant turn and nothing else (the trainer tokenizes with
+    `chat_templates.sft_tokenizer`). With none known TRL cannot tell the answers apart, so each chat becomes
+    prompt (all turns before the last assistant turn) + completion (that turn): only that answer is trained.
+  - `model.chat_template_kwargs` (e.g. `enable_thinking`) rides along as a `chat_template_kwargs` column, which
+    SFTTrainer passes to the template for each chat row (SFTConfig has no such field).
   - `prompt` + `completion` become chat turns when the tokenizer has a chat template, else plain strings.
   - `text` stays `{"text": ...}`.
 RFT (GRPOTrainer): `{"prompt": chat list or string, <every other column>}`. GRPO hands every other column to the
@@ -25,6 +28,7 @@ from dataclasses import dataclass, field
 from graders.item import REFERENCE_COLUMN, grader_item  # noqa: F401 - graders own the renaming back
 
 from finetuner.data.notes import Note
+from finetuner.modeling.chat_templates import TrainingTemplate, training_template
 from finetuner.data.rows import Records
 from graders.errors import DataError
 
@@ -62,7 +66,7 @@ def _no_template(what: str) -> DataError:
                      f"(instruct) model, or give the data as plain `text` or `prompt` + `completion` strings.")
 
 
-def to_sft(records: Records, tokenizer) -> Converted:
+def to_sft(records: Records, tokenizer, template_kwargs: dict | None = None) -> Converted:
     """SFT rows for TRL. `tokenizer=None` is read as "a chat template without generation markers"."""
     has_template = tokenizer is None or chat_template(tokenizer) is not None
     if records.format == "text":
@@ -70,9 +74,14 @@ def to_sft(records: Records, tokenizer) -> Converted:
     if records.format == "messages":
         if not has_template:
             raise _no_template("chat `messages`")
-        if has_generation_markers(tokenizer):
-            return Converted([{"messages": r["messages"]} for r in records.rows], True, "messages")
-        return _messages_to_prompt_completion(records.rows)
+        found = training_template(tokenizer) if tokenizer is not None else TrainingTemplate("none")
+        note = Note("chat_template", detail=found.describe())
+        if found.every_turn:
+            rows = [{"messages": r["messages"]} for r in records.rows]
+            return Converted(_with_kwargs(rows, template_kwargs), True, "messages", [note])
+        conv = _messages_to_prompt_completion(records.rows)
+        conv.rows, conv.notes = _with_kwargs(conv.rows, template_kwargs), [note] + conv.notes
+        return conv
     rows = []
     for r in records.rows:
         prompt, completion = r["prompt"], r["completion"]
@@ -83,7 +92,15 @@ def to_sft(records: Records, tokenizer) -> Converted:
             raise _no_template("prompts or completions given as chat messages")
         rows.append({"prompt": prompt, "completion": completion})
     notes = [] if has_template else [Note("no_chat_template")]
-    return Converted(rows, False, "prompt_completion", notes)
+    return Converted(_with_kwargs(rows, template_kwargs) if has_template else rows, False, "prompt_completion",
+                     notes)
+
+
+def _with_kwargs(rows: list[dict], template_kwargs: dict | None) -> list[dict]:
+    """Chat rows with the template's extra arguments, as SFTTrainer reads them per row."""
+    if not template_kwargs:  # no column at all: `datasets` cannot store an empty mapping
+        return rows
+    return [{**row, "chat_template_kwargs": dict(template_kwargs)} for row in rows]
 
 
 def _messages_to_prompt_completion(rows: list[dict]) -> Converted:

@@ -52,7 +52,8 @@ def dry_run_config(cfg, rows: int = 20, samples: str = "column", k: int = 4, sam
                                                                     cfg.model.trust_remote_code)
             prompts, items = rft_items(cfg, tok, rows)
             outs = generate(model, tok, prompts, n=k, max_new_tokens=cfg.rft.max_completion_length,
-                            temperature=cfg.rft.temperature, seed=cfg.seed)
+                            temperature=cfg.rft.temperature, seed=cfg.seed,
+                            template_kwargs=cfg.model.chat_template_kwargs)
             return dry_run(graders, items, samples=outs)
         tok = load_tokenizer(cfg.model.name, cfg.model.trust_remote_code)
         _prompts, items = rft_items(cfg, tok, rows)

@@ -159,6 +159,24 @@ def eval_split(cfg, tok, rows: int) -> tuple[list, list[dict], list[str]]:
     return prompts, [build_item(row, p) for row, p in zip(data.eval_rows[:n], prompts)], data.notes
 
 
+ANSWER_MARGIN = 16  # tokens over the longest reference answer, so a slightly longer right answer is not cut
+
+
+def answer_token_limit(cfg, items: list[dict], tok) -> int:
+    """Longest greedy answer generated for the held-out rows. A run with an RFT stage keeps
+    `rft.max_completion_length`: its RFT model was trained to answer within it. An SFT-only run never uses that
+    field, so its answers are bounded by the data instead: the longest reference answer (`completion`) in tokens
+    plus ANSWER_MARGIN (a quarter more for long answers), never past `model.max_length`; with no references,
+    `model.max_length` itself (generation stops at the end-of-turn token anyway)."""
+    if "rft" in cfg.stages:
+        return cfg.rft.max_completion_length
+    refs = [str(item["completion"]) for item in items if item.get("completion") is not None]
+    if not refs:
+        return cfg.model.max_length
+    longest = max(len(ids) for ids in tok(refs, add_special_tokens=False)["input_ids"])
+    return min(cfg.model.max_length, longest + max(ANSWER_MARGIN, longest // 4))
+
+
 def evaluate_run(run: RunFolder, rows: int = 50, progress=None, max_new_tokens: int | None = None) -> dict:
     """Score base / SFT / RFT on `rows` held-out rows with the run's graders; write eval/results.json and
     eval/samples.jsonl; return the results. `progress(fraction, text)` is told how far it got."""
@@ -176,7 +194,8 @@ def evaluate_run(run: RunFolder, rows: int = 50, progress=None, max_new_tokens: 
         raise RunError(f"Run {run.id} has no trained adapter yet, so there is nothing to compare with the base "
                        f"model. Evaluate it after a stage finishes.")
     say(0.02, "Reading the held-out rows")
-    prompts, items, _notes = eval_split(cfg, load_tokenizer(cfg.model.name, cfg.model.trust_remote_code), rows)
+    run_tok = load_tokenizer(cfg.model.name, cfg.model.trust_remote_code)
+    prompts, items, _notes = eval_split(cfg, run_tok, rows)
     specs, notes = cfg.graders, []
     if not specs:
         if not any(item.get("completion") for item in items):
@@ -185,14 +204,15 @@ def evaluate_run(run: RunFolder, rows: int = 50, progress=None, max_new_tokens: 
         specs = [REFERENCE_GRADER]
         notes.append("The run has no graders: answers are scored by exact match with the reference answer.")
     graders = build_graders(specs, cfg.base_dir)
-    tokens = max_new_tokens or cfg.rft.max_completion_length
+    tokens = max_new_tokens or answer_token_limit(cfg, items, run_tok)
     outputs: dict[str, list[dict]] = {}
     try:
         for i, (key, label, adapter) in enumerate(variants):
             span = 0.9 / len(variants)
             say(0.05 + i * span, f"{label}: generating {len(prompts)} answers")
             with MODELS.use(cfg.model.name, adapter, cfg.model.quantization, cfg.model.trust_remote_code) as (m, tok):
-                texts = [o[0] for o in generate(m, tok, list(prompts), n=1, max_new_tokens=tokens, temperature=0.0)]
+                texts = [o[0] for o in generate(m, tok, list(prompts), n=1, max_new_tokens=tokens, temperature=0.0,
+                                                template_kwargs=cfg.model.chat_template_kwargs)]
             say(0.05 + (i + 0.7) * span, f"{label}: grading")
             outputs[key] = _grade(graders, texts, items)
     finally:
@@ -269,8 +289,10 @@ def load_results(run: RunFolder) -> tuple[dict | None, list[dict]]:
 
 
 def chat_reply(model_name: str, adapter: str | None, history: list[dict], temperature: float = 0.7,
-               max_new_tokens: int = 128, quantization: str = "auto", trust: bool = False) -> str:
-    """The model's next message for a chat `history` of {role, content} ending with the user's turn."""
+               max_new_tokens: int = 128, quantization: str = "auto", trust: bool = False,
+               template_kwargs: dict | None = None) -> str:
+    """The model's next message for a chat `history` of {role, content} ending with the user's turn.
+    `template_kwargs`: the run's `model.chat_template_kwargs`."""
     from graders.base import content_text
 
     from finetuner.modeling.generate import generate
@@ -281,4 +303,4 @@ def chat_reply(model_name: str, adapter: str | None, history: list[dict], temper
         raise FinetunerError("Type a message first.")
     with MODELS.use(model_name, adapter, quantization, trust) as (model, tok):
         return generate(model, tok, [messages], n=1, max_new_tokens=int(max_new_tokens),
-                        temperature=float(temperature))[0][0]
+                        temperature=float(temperature), template_kwargs=template_kwargs)[0][0]

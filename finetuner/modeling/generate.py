@@ -21,24 +21,40 @@ def load_for_inference(model_name: str, adapter: str | None = None, quantization
     return model, tok
 
 
-def render_prompt(tok, prompt) -> str:
-    """The text the model sees for `prompt`: chat template with generation prompt, or the plain string."""
+def render_prompt(tok, prompt, template_kwargs: dict | None = None) -> str:
+    """The text the model sees for `prompt`: chat template with generation prompt (and `model.chat_template_kwargs`,
+    e.g. enable_thinking), or the plain string when the tokenizer has no template."""
     if isinstance(prompt, str):
         if getattr(tok, "chat_template", None):
             prompt = [{"role": "user", "content": prompt}]
         else:
             return prompt
-    return tok.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+    return tok.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True, **(template_kwargs or {}))
+
+
+def prompt_ids(tok, prompt, template_kwargs: dict | None = None) -> list[int]:
+    """The token ids the model continues for `prompt`. A chat-rendered prompt is tokenized exactly as the template
+    wrote it (a template that wants BOS writes it, as in training); a plain-text prompt gets the BOS the tokenizer
+    adds to plain text, once (a text that already starts with it is left alone)."""
+    text = render_prompt(tok, prompt, template_kwargs)
+    ids = list(tok(text, add_special_tokens=False)["input_ids"])
+    chat = not isinstance(prompt, str) or bool(getattr(tok, "chat_template", None))
+    bos = tok.bos_token_id
+    if chat or bos is None or ids[:1] == [bos]:
+        return ids
+    # Only the BOS: other special tokens the tokenizer appends (an EOS) would end the prompt.
+    adds_bos = list(tok(text, add_special_tokens=True)["input_ids"])[:1] == [bos]
+    return [bos] + ids if adds_bos else ids
 
 
 def generate(model, tok, prompts: list, n: int = 1, max_new_tokens: int = 64, temperature: float = 0.0,
-             batch_size: int = 32, seed: int | None = None) -> list[list[str]]:
+             batch_size: int = 32, seed: int | None = None, template_kwargs: dict | None = None) -> list[list[str]]:
     """`n` completions per prompt (greedy when temperature is 0). Returns one list of strings per prompt."""
     import torch
 
     if seed is not None:
         torch.manual_seed(seed)
-    texts = [render_prompt(tok, p) for p in prompts]
+    texts = [prompt_ids(tok, p, template_kwargs) for p in prompts]
     device = next(model.parameters()).device
     side = tok.padding_side
     tok.padding_side = "left"  # decoder-only models continue from the right edge
@@ -48,7 +64,7 @@ def generate(model, tok, prompts: list, n: int = 1, max_new_tokens: int = 64, te
         flat = [(i, t) for i, t in enumerate(texts) for _ in range(n)]
         for start in range(0, len(flat), batch_size):
             chunk = flat[start:start + batch_size]
-            enc = tok([t for _, t in chunk], return_tensors="pt", padding=True, add_special_tokens=False)
+            enc = tok.pad({"input_ids": [t for _, t in chunk]}, padding=True, return_tensors="pt")
             enc = {k: v.to(device) for k, v in enc.items()}
             with torch.inference_mode():
                 ids = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=sample,

@@ -18,12 +18,24 @@ from graders.errors import ModelError
 log = logging.getLogger(__name__)
 
 
-def resolve_model_path(name: str) -> str:
-    """`tiny` -> the committed model folder; anything else (Hub id or local folder) passes through."""
+def resolve_model_path(name: str, fetch: bool = True, progress=None) -> str:
+    """`tiny` -> the committed model folder; `smollm2-135m` -> the real small model's folder in the cache; a
+    `.gguf` file -> its converted folder (both fetched or converted on first use, unless `fetch` is False:
+    then the folder is returned even when it is not there yet, for callers that only read a config if one
+    exists); anything else (Hub id or local folder) passes through."""
+    from finetuner.modeling import builtin_real, gguf_in
+
     if name.strip().lower() == "tiny":
         from finetuner.modeling.tiny import tiny_path
 
         return tiny_path()
+    if builtin_real.is_builtin_real(name):
+        return builtin_real.builtin_real_path(progress) if fetch else str(builtin_real.folder())
+    if gguf_in.is_gguf(name):
+        if fetch:
+            return gguf_in.gguf_model_path(name, progress)
+        gguf = Path(name).expanduser()
+        return str(gguf_in.converted_folder(gguf)) if gguf.is_file() else name
     return name
 
 
@@ -117,9 +129,29 @@ def load_tokenizer(name: str, trust_remote_code: bool = False):
         tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     except OSError as err:
         raise ModelError(_not_found(name, err)) from None
+    except ValueError as err:
+        raise _remote_code_refused(name, err) from None
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok
+
+
+def trust_notice(name: str) -> str:
+    """The warning a run with `model.trust_remote_code: true` logs and shows first."""
+    return (f"model.trust_remote_code is on: model code from {name} will run on this machine, with your user's "
+            f"rights, when it loads. Keep it on only for a model whose code you have read or whose publisher you "
+            f"trust.")
+
+
+def _remote_code_refused(name: str, err: ValueError) -> Exception:
+    """transformers refuses a model that ships its own code (config.json `auto_map`) with a ValueError unless
+    trust_remote_code is set: say which field to set, and why it is off by default. Other ValueErrors pass."""
+    if "trust_remote_code" not in str(err):
+        return err
+    return ModelError(f"Model `{name}` comes with its own Python code (its config.json names it under `auto_map`), "
+                      f"and that code would run on this machine when the model loads. Finetuner does not run it "
+                      f"unless you allow it: set `model.trust_remote_code: true` (Train tab: Trust remote code) if "
+                      f"you trust the model's publisher, or choose a model that needs no custom code.")
 
 
 def _not_found(name: str, err: Exception) -> str:
@@ -155,6 +187,8 @@ def load_model(name: str, quantization: str = "auto", trust_remote_code: bool = 
         model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     except OSError as err:
         raise ModelError(_not_found(name, err)) from None
+    except ValueError as err:
+        raise _remote_code_refused(name, err) from None
     if not plan.quantize_4bit and plan.device == "cuda":
         model.to("cuda")
     tok = load_tokenizer(name, trust_remote_code)

@@ -28,7 +28,7 @@ VERIFIABLE_TYPES = {"string_check", "regex", "json_schema", "math", "python", "t
 
 
 # A real small chat model to point to when the built-in one cannot do a user's task.
-REAL_MODELS = "a real chat model (e.g. SmolLM2-135M-Instruct or Qwen2.5-0.5B-Instruct)"
+REAL_MODELS = "`smollm2-135m` (the real small model, built in) or a bigger chat model such as Qwen2.5-0.5B-Instruct"
 
 
 @dataclass
@@ -151,6 +151,19 @@ def own_data(path: str | None) -> bool:
         return True
 
 
+# The model a person's own data gets by default: the real small model, which works offline on any CPU (the
+# built-in `tiny` only knows the demo's sums and writes noise on anything else).
+OWN_DATA_MODEL = "smollm2-135m"
+
+
+def default_model(current: str | None, data_path: str | None) -> str | None:
+    """The model to switch to when `data_path` is loaded: `smollm2-135m` for a person's own data while the model
+    is still the built-in `tiny` (or unset), else None (keep what was chosen)."""
+    if (current or "tiny").strip().lower() == "tiny" and own_data(data_path):
+        return OWN_DATA_MODEL
+    return None
+
+
 def model_caveat(model: str, own: bool, base_pass_rate: float | None = None) -> str:
     """What to say when `model` cannot do the task: the built-in `tiny` only learned the arithmetic demo, so on
     a person's own data it writes noise and every RFT rollout scores 0. Empty when there is nothing to say."""
@@ -230,7 +243,10 @@ def model_choices() -> list[tuple[str, str]]:
     """(label, id) for the model picker: the built-in model, then the recommended ids with size and GPU."""
     from finetuner.planning.memory import KNOWN
 
-    out = [("tiny: the built-in offline demo model (0.45M parameters, any CPU)", "tiny")]
+    from finetuner.modeling.builtin_real import LABEL
+
+    out = [("tiny: the built-in offline demo model (0.45M parameters, knows only sums; any CPU)", "tiny"),
+           (LABEL + " (0.13B, offline)", "smollm2-135m")]
     for model in MODELS:
         gb = smallest_gpu(model)
         where = f"SFT fits {gb} GB" if gb else "needs more than 24 GB"

@@ -55,6 +55,7 @@ class Arch:
 
 # Shapes of the models the Train tab recommends, so the estimate works offline for them.
 KNOWN: dict[str, Arch] = {
+    "smollm2-135m": Arch(30, 576, 1536, 9, 3, 64, 49152, True),  # the built-in real small model
     "Qwen/Qwen2.5-0.5B-Instruct": Arch(24, 896, 4864, 14, 2, 64, 151936, True),
     "Qwen/Qwen2.5-1.5B-Instruct": Arch(28, 1536, 8960, 12, 2, 128, 151936, True),
     "Qwen/Qwen2.5-3B-Instruct": Arch(36, 2048, 11008, 16, 2, 128, 151936, True),
@@ -84,7 +85,7 @@ def arch_for(name: str) -> tuple[Arch | None, str]:
     from finetuner.modeling.load import resolve_model_path
 
     try:
-        path = Path(resolve_model_path(name)).expanduser()
+        path = Path(resolve_model_path(name, fetch=False)).expanduser()
     except Exception:  # noqa: BLE001 - an incomplete tiny model: fall through to "unknown"
         path = Path(name)
     config_file = path / "config.json" if path.is_dir() else None

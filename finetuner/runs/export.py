@@ -73,26 +73,127 @@ def export_adapter(run: RunFolder) -> Path:
     return _zip_folder(final_adapter(run), export_dir(run) / f"{run.id}-adapter.zip", f"{run.id}-adapter")
 
 
+GB = 1 << 30
+FP32_BELOW = 50_000_000  # parameters: toy models (`tiny`) merge in fp32, where it costs nothing and is exact
+MERGE_MARGIN = GB  # Python, torch and the tokenizer, on top of the weights
+SHARD = "1GB"  # max_shard_size: each shard is serialized alone, so saving adds at most about this much
+
+
+def merge_dtype(params: int):
+    """bf16 halves the RAM of an fp32 merge and is what checkpoints ship in; fp32 only for toy models."""
+    import torch
+
+    return torch.float32 if params < FP32_BELOW else torch.bfloat16
+
+
+def parameter_count(name: str) -> int:
+    """Parameters of the base model, exactly from its safetensors headers (8-byte length + JSON, read without
+    loading any weight), for a local folder or a Hub id in the local cache; else estimated from other weight
+    files' sizes as fp32 (an overestimate for 16-bit files, so the memory check errs on the safe side); 0 when
+    no weights are on this machine yet."""
+    import math
+
+    from finetuner.modeling.load import resolve_model_path
+
+    folder = Path(resolve_model_path(name, fetch=False)).expanduser()
+    if not folder.is_dir():
+        try:
+            from huggingface_hub import snapshot_download
+
+            folder = Path(snapshot_download(name, local_files_only=True))
+        except Exception:  # noqa: BLE001 - not cached: the size is unknown until it downloads
+            return 0
+    total = 0
+    for file in sorted(folder.glob("*.safetensors")):
+        with open(file, "rb") as fh:
+            header = json.loads(fh.read(int.from_bytes(fh.read(8), "little")))
+        total += sum(math.prod(t["shape"]) for k, t in header.items() if k != "__metadata__")
+    return total or sum(f.stat().st_size for f in folder.glob("*.bin")) // 4
+
+
+def available_memory() -> int:
+    """Bytes of RAM this process can still use: psutil's `available`, else /proc/meminfo's MemAvailable;
+    0 when neither can tell (then nothing is refused)."""
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().available)
+    except ImportError:
+        pass
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def merge_memory(params: int) -> int:
+    """RAM a CPU merge needs: the weights once in the merge dtype (LoRA factors are tiny), one shard being
+    serialized, and a margin."""
+    import torch
+
+    return params * (4 if merge_dtype(params) == torch.float32 else 2) + GB + MERGE_MARGIN
+
+
+def _load_base(cfg, dtype):
+    """(model, tokenizer) on the CPU in `dtype`, whatever GPU the machine has: the training load (load_model)
+    would put the unquantized base on the GPU, where a 7B base trained with QLoRA on 12 GB does not fit."""
+    from transformers import AutoModelForCausalLM
+
+    from finetuner.modeling.load import _not_found, _remote_code_refused, load_tokenizer, resolve_model_path
+
+    name, trust = cfg.model.name, cfg.model.trust_remote_code
+    try:
+        model = AutoModelForCausalLM.from_pretrained(resolve_model_path(name), dtype=dtype, device_map={"": "cpu"},
+                                                     low_cpu_mem_usage=True, trust_remote_code=trust)
+    except OSError as err:
+        raise ExportError(_not_found(name, err)) from None
+    except ValueError as err:
+        raise _remote_code_refused(name, err) from None
+    return model, load_tokenizer(name, trust)
+
+
 def export_merged(run: RunFolder, progress=None) -> Path:
     """The base model with the adapter merged into its weights, saved with the tokenizer: a plain
-    transformers model folder. The base is loaded unquantized, since merging into 4-bit weights loses precision."""
+    transformers model folder. Merged on the CPU, unquantized (merging into 4-bit weights loses precision), in
+    bf16 (fp32 for toy models), saved in shards; the memory it needs is said first, and refused when the
+    machine's free RAM is below it."""
     from peft import PeftModel
 
     from finetuner.config import load_config
-    from finetuner.modeling.load import load_model
 
     say = progress or (lambda fraction, text: None)
     cfg = load_config(run.config_path)
     adapter = final_adapter(run)
-    say(0.1, "Loading the base model in full precision")
-    model, tok, _plan = load_model(cfg.model.name, "none", cfg.model.trust_remote_code)
+    params = parameter_count(cfg.model.name)
+    dtype = merge_dtype(params)
+    kind = "fp32" if str(dtype).endswith("float32") else "bf16"
+    need, free = merge_memory(params), available_memory()
+    size = f"{params / 1e9:.2f}B" if params >= 1e8 else f"{params / 1e6:.1f}M"
+    if not params:  # weights not on this machine yet: they download first, and the need is unknown
+        say(0.05, f"Merging on the CPU in {kind}: the model's size is not known before it downloads; it needs "
+                  f"about 2 GB of free memory (RAM) per billion parameters, plus 2 GB.")
+    else:
+        have = f"{free / GB:.1f} GB is free" if free else "how much is free could not be read"
+        say(0.05, f"Merging on the CPU in {kind}: a {size}-parameter model needs about {need / GB:.1f} GB of free "
+                  f"memory (RAM); {have}.")
+    if params and free and free < need:
+        raise ExportError(f"Merging needs about {need / GB:.1f} GB of free memory (RAM) for this {size}-parameter "
+                          f"model in {kind}, and only {free / GB:.1f} GB is free. Close other programs (or stop a "
+                          f"run that is training), use a machine with more RAM, or download the adapter zip "
+                          f"instead: it loads on top of the base model without merging.")
+    say(0.1, f"Loading the base model on the CPU in {kind}")
+    model, tok = _load_base(cfg, dtype)
     say(0.5, "Merging the adapter into the weights")
-    merged = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+    # torch_device: PEFT would otherwise load the adapter's tensors onto the GPU when one is present.
+    merged = PeftModel.from_pretrained(model, str(adapter), torch_device="cpu").merge_and_unload()
     target = export_dir(run) / "merged"
     if target.exists():
         shutil.rmtree(target)
     say(0.8, "Saving")
-    merged.save_pretrained(str(target))
+    merged.save_pretrained(str(target), max_shard_size=SHARD)
     tok.save_pretrained(str(target))
     say(1.0, "Done")
     return target

@@ -270,15 +270,16 @@ class HeldoutSet:
     builds its own graders."""
 
     def __init__(self, prompts: list, items: list[dict], specs: list[dict], base_dir: str, max_new_tokens: int,
-                 tok):
+                 tok, template_kwargs: dict | None = None):
         self.prompts, self.items, self.specs = list(prompts), items, specs
         self.base_dir, self.max_new_tokens, self.tok = base_dir, max_new_tokens, tok
+        self.template_kwargs = dict(template_kwargs or {})  # model.chat_template_kwargs, as in training
 
     @classmethod
     def prepare(cls, cfg, tok, notices: list[str]) -> "HeldoutSet | None":
         """The set for `cfg`, or None when it is off or impossible (then a note in `notices` says why)."""
         from graders.errors import DataError
-        from finetuner.evaluation.heldout import REFERENCE_GRADER, eval_split
+        from finetuner.evaluation.heldout import REFERENCE_GRADER, answer_token_limit, eval_split
 
         if not cfg.eval.every_steps:
             return None
@@ -298,7 +299,9 @@ class HeldoutSet:
             logging.getLogger("finetuner.training.stages").warning(why)
             notices.append(why)
             return None
-        return cls(prompts, items, specs or [REFERENCE_GRADER], cfg.base_dir, cfg.rft.max_completion_length, tok)
+        # The same answer length as the Evaluate tab's (an SFT-only run's comes from its reference answers).
+        return cls(prompts, items, specs or [REFERENCE_GRADER], cfg.base_dir, answer_token_limit(cfg, items, tok),
+                   tok, cfg.model.chat_template_kwargs)
 
 
 class HeldoutCallback(TrainerCallback):
@@ -369,7 +372,7 @@ class HeldoutCallback(TrainerCallback):
             with torch.no_grad():
                 texts = [o[0] for o in generate(model, self.heldout.tok, self.heldout.prompts, n=1,
                                                 max_new_tokens=self.heldout.max_new_tokens, temperature=0.0,
-                                                batch_size=64)]
+                                                batch_size=64, template_kwargs=self.heldout.template_kwargs)]
         finally:
             model.train(was_training)
         n = max(len(texts), 1)

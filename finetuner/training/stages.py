@@ -59,7 +59,13 @@ def _sft_args(cfg, run, device, assistant_only_loss: bool) -> dict:
 def build_sft_trainer(cfg, run, model, tok, data, peft_config, device, callbacks):
     from trl import SFTConfig, SFTTrainer
 
+    from finetuner.modeling.chat_templates import sft_tokenizer
+
     args = SFTConfig(**_sft_args(cfg, run, device, data.assistant_only_loss))
+    # Chats train every assistant turn through a training template (to_sft chose it and said which); a copy
+    # carries it, so the tokenizer saved with the adapter keeps the model's own template for inference.
+    if data.assistant_only_loss:
+        tok = sft_tokenizer(tok)
     return SFTTrainer(model=model, args=args, train_dataset=data.train, processing_class=tok,
                       peft_config=peft_config, callbacks=callbacks)
 
@@ -79,7 +85,8 @@ def _grpo_args(cfg, run, device, reward_weights, do_eval: bool) -> dict:
         temperature=r.temperature, beta=r.beta, loss_type=r.loss_type, reward_weights=reward_weights,
         eval_strategy="steps" if do_eval else "no", eval_steps=r.eval_steps if do_eval else None,
         per_device_eval_batch_size=r.num_generations * max(1, r.batch_size // r.num_generations),
-        log_completions=False, **vllm_args(r, mode))
+        log_completions=False, chat_template_kwargs=dict(cfg.model.chat_template_kwargs) or None,
+        **vllm_args(r, mode))
 
 
 def build_grpo_trainer(cfg, run, model, tok, data, peft_config, device, bridge, callbacks):
@@ -155,12 +162,19 @@ def _prepare(cfg: RunConfig, todo: list[str], notices: list[str]) -> dict:
         if missing:
             raise ConfigError(f"`report_to` names {', '.join(missing)}, which is not installed here. Install it "
                               f"(pip install {' '.join(missing)}) or remove it; the run folder is written anyway.")
+    if cfg.model.trust_remote_code:  # said before anything loads, in the log and the status's notices
+        from finetuner.modeling.load import trust_notice
+
+        log.warning(trust_notice(cfg.model.name))
+        notices.append(trust_notice(cfg.model.name))
     tok = load_tokenizer(cfg.model.name, cfg.model.trust_remote_code)
     data = {}
     for stage in todo:
         data[stage] = load_stage_data(cfg, stage, tok)
         for note in data[stage].notes:
             log.info("%s data: %s", stage, note)
+        if data[stage].dropped_long_prompts:  # also on the status: rows a person expected to train on are left out
+            notices.append(next(n for n in data[stage].notes if "rft.max_prompt_length" in n))
     if "rft" in todo:
         from graders import build_graders
 
@@ -323,6 +337,8 @@ def _save_adapter(trainer, path, tok) -> None:
         # Every rank must join: FSDP / ZeRO-3 gather their shards here. The trainer writes from rank 0 only,
         # tokenizer (its processing_class) included.
         trainer.save_model(str(path))
+        if trainer.accelerator.is_main_process:  # SFT's processing_class may carry the training template
+            tok.save_pretrained(str(path))
         return
     path.mkdir(parents=True, exist_ok=True)
     trainer.model.save_pretrained(str(path))

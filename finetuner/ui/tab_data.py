@@ -16,6 +16,7 @@ import gradio as gr
 
 from finetuner.config import DataConfig, help_for, iter_fields
 from finetuner.data import check_data, detect_format, split_indices
+from finetuner.planning import recommend
 from graders.errors import DataError
 from finetuner.ui.context import AppContext, Shared, bind, safe
 from finetuner.ui.data_view import TOKENIZER_LOCK, display_name, preview_html, report_markdown, save_upload, tokenizer_for
@@ -44,6 +45,14 @@ def _with_source(project: dict, path: str) -> dict:
     project = _copy(project)
     project["data"] = {"path": path, "name": display_name(path)}
     _data_cfg(project)["train"] = path
+    model = project["config"].setdefault("model", {})
+    switched = recommend.default_model(model.get("name"), path)
+    if switched:
+        # A person's own data on `tiny` would train on noise: the real small model becomes the choice (the
+        # Train tab shows it and can change it back), and the status line says so.
+        model["name"] = switched
+        project["data"]["model_note"] = (f"Model set to `{switched}`, the real small model (the built-in `tiny` "
+                                         f"knows only sums); change it on the Train tab.")
     return project
 
 
@@ -111,7 +120,9 @@ def check(project, method="sft", fmt="auto", messages_column="", prompt_column="
     model = project.get("config", {}).get("model", {})
     tok, tok_note = tokenizer_for(model.get("name"))
     with TOKENIZER_LOCK:
-        report = check_data(path, method, tok, dcfg, int(model.get("max_length") or 512), _reading(progress))
+        limit = (project.get("config", {}).get("rft") or {}).get("max_prompt_length")
+        report = check_data(path, method, tok, dcfg, int(model.get("max_length") or 512), _reading(progress),
+                            max_prompt_length=512 if limit is None else int(limit))
     seed = int(project.get("config", {}).get("seed", 42))
     line, side_errors = _eval_line(project, report, method, dcfg, eval_mode, seed)
     report.errors += side_errors
@@ -142,7 +153,8 @@ def check(project, method="sft", fmt="auto", messages_column="", prompt_column="
             said = ", ".join(f"{k.replace('_column', '')} ← `{v}`" for k, v in guess.items())
             note = f"\n\n**Columns mapped by their names:** {said}. Change them under Column mapping if that is wrong."
             return (out[0], out[1] + note, *out[2:-1], gr.update(open=True))
-    notes = [tok_note] if tok_note else []
+    switched = project["data"].get("model_note") if model.get("name") == recommend.OWN_DATA_MODEL else ""
+    notes = [n for n in (switched, tok_note) if n]
     status = report_markdown(report, display_name(path), line, notes, getattr(tok, "name_or_path", ""))
     col_updates = [gr.update(choices=_choices(report.columns, cols[k]), value=cols[k]) for k in COLUMNS]
     return (project, status, preview_html(report.preview), gr.update(value=dcfg.format), *col_updates,

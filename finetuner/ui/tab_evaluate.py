@@ -213,7 +213,7 @@ def chat(ctx: AppContext, run_id: str, tuned: str, message: str, base_hist, tune
     for hist, adapter in ((base_hist or [], None), (tuned_hist or [], adapters[tuned])):
         hist = [*hist, {"role": "user", "content": message}]
         reply = ev.chat_reply(cfg.model.name, adapter, hist, temperature, max_tokens, cfg.model.quantization,
-                              cfg.model.trust_remote_code)
+                              cfg.model.trust_remote_code, template_kwargs=cfg.model.chat_template_kwargs)
         out.append([*hist, {"role": "assistant", "content": reply}])
     return "", out[0], out[1]
 
@@ -228,7 +228,8 @@ def build(ctx: AppContext, shared: Shared):
         # Its range follows the picked run's held-out row count (rows_slider).
         rows = gr.Slider(5, 500, value=DEFAULT_ROWS, step=5, label="Held-out rows", scale=2, info=ROWS_INFO)
         max_tokens = gr.Number(0, label="Max new tokens", precision=0, scale=1, minimum=0,
-                               info="Answer length limit; 0: the run's own (rft.max_completion_length)")
+                               info="Answer length limit; 0: the run's own (RFT's max_completion_length, or for an "
+                                    "SFT-only run the longest reference answer plus a margin)")
     with gr.Row(equal_height=True):
         go_btn = gr.Button("Evaluate", variant="primary", size="md", scale=0, min_width=160)
         status = gr.Markdown()

