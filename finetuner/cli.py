@@ -250,7 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--json", action="store_true", help="print one JSON object with the results last")
     d.add_argument("--rft-steps", type=int, default=None, help="override the demo's RFT steps")
     d.add_argument("--model", choices=("tiny", "smollm2-135m"), default="tiny",
-                   help="tiny: 2-digit sums on the built-in model (~3 min); smollm2-135m: which number is larger, on "
+                   help="tiny: 2-digit sums on the built-in model (~3 min); smollm2-135m: a number plus a digit, on "
                         "SmolLM2-135M-Instruct (longer)")
     d.set_defaults(func=cmd_demo)
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One prepared GPU check: QLoRA SFT / RFT / SFT->RFT on the built-in model (peak memory against the estimate,
-# steps per second), then the `gpu` tests.
+# steps per second), then the `gpu` tests, then the memory-estimate calibration on real shapes (GPU_CALIBRATE).
 # Usage on a CUDA machine: bash scripts/gpu_check.sh [OUT_DIR]. Exits non-zero on any failure.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -20,5 +20,13 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader ||
 rc=0
 "$PY" scripts/gpu_check.py --out "$out" || rc=1
 "$PY" -m pytest -q -m gpu -p no:cacheprovider tests/test_gpu.py || rc=1
+# Memory-estimate calibration on random-weight models of real shapes (scripts/gpu_calibrate.py, docs/gpu/).
+# GPU_CALIBRATE=quick (default: Qwen2.5-0.5B + Llama-3.2-1B, about 3 min on an H200), full (all six shapes,
+# about 10 min: run it on its own, split with --models if a command is capped at 10 min), or off.
+case "${GPU_CALIBRATE:-quick}" in
+  off) ;;
+  full) "$PY" scripts/gpu_calibrate.py --out "$out/calibration" || rc=1 ;;
+  *) "$PY" scripts/gpu_calibrate.py --quick --out "$out/calibration" || rc=1 ;;
+esac
 echo "gpu_check.sh: exit $rc"
 exit $rc

@@ -117,7 +117,16 @@ def test_new_user_journey(tmp_path, monkeypatch):
             expect(tab.get_by_text("RFT stage · line 1")).to_be_visible()  # the preview now has both stages
             expect(tab.get_by_text("SFT stage · line 1")).to_be_visible()
             expect(tab.get_by_text("13 of 128 rows held out")).to_be_visible()
+            expect(tab.get_by_text("Model set to")).to_be_visible()  # own data: the real small model by default
             screenshot(page, 1, "data")
+            # Own data moved the model off `tiny` to the real small model; these are sums, which the built-in
+            # model knows, so the person picks it back on the Train tab (its grader test samples in seconds).
+            tab = open_tab(page, "3. Train")
+            model = tab.get_by_role("combobox", name="Model")
+            expect(model).to_have_value(re.compile(r"^smollm2-135m"))
+            model.click()
+            page.get_by_role("option", name=re.compile(r"^tiny")).click()
+            expect(model).to_have_value(re.compile(r"^tiny"))
 
             # 3. Graders: a built-in string check and a Python grader through the forms, then Test graders.
             tab = open_tab(page, "2. Graders")
@@ -172,7 +181,7 @@ def test_new_user_journey(tmp_path, monkeypatch):
             for kind in ("string_check", "python", "score_model"):
                 expect(tab.get_by_role("gridcell", name=kind, exact=True)).to_be_visible()
 
-            # 4. Train: the built-in model, SFT then RFT, small step counts, then Launch.
+            # 4. Train: the built-in model (picked above), SFT then RFT, small step counts, then Launch.
             tab = open_tab(page, "3. Train")
             expect(tab.get_by_role("combobox", name="Model")).to_have_value(re.compile(r"^tiny"))
             expect(tab.get_by_role("radio", name="SFT then RFT")).to_be_checked()

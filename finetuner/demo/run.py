@@ -1,6 +1,7 @@
-"""`python -m finetuner demo`: the offline SFT -> RFT demonstration on the built-in model.
+"""`python -m finetuner demo`: the offline SFT -> RFT demonstration, on the built-in model or a real one.
 
-It launches `examples/arithmetic/run.yaml` exactly as the app would (a child process writing a run folder),
+`--model tiny` (default) runs `examples/arithmetic` (2-digit sums); `--model smollm2-135m` runs `examples/smollm2`
+(a number plus a digit, on SmolLM2-135M-Instruct). It launches the example's `run.yaml` exactly as the app would (a child process writing a run folder),
 then measures held-out format compliance and accuracy for the base model, after SFT and after RFT, on
 problems the model never trained on. With `--json` the last printed line is one JSON object.
 """
@@ -11,7 +12,10 @@ import json
 import time
 from pathlib import Path
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "arithmetic"
+EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "examples"
+EXAMPLE = EXAMPLES_DIR / "arithmetic"
+# model -> (example folder, task module name in finetuner.demo: its `evaluate` scores the held-out rows)
+DEMOS = {"tiny": (EXAMPLE, "arith"), "smollm2-135m": (EXAMPLES_DIR / "smollm2", "addsmall")}
 
 
 def _follow(run, started: float) -> dict:
@@ -34,15 +38,20 @@ def _follow(run, started: float) -> dict:
         time.sleep(0.5)
 
 
-def measure(run, rows: list[dict]) -> dict:
-    """Held-out format and accuracy of the base model and of each stage's adapter."""
+def measure(run, rows: list[dict], cfg=None, task: str = "arith") -> dict:
+    """Held-out format and accuracy of the run's base model (`cfg.model`, else the run folder's config) and of
+    each stage's adapter, all scored by the same greedy decoding of `finetuner.demo.<task>.evaluate`."""
+    import importlib
+
     from peft import PeftModel
 
-    from finetuner.demo import arith
+    from finetuner.config import load_config
     from finetuner.modeling.load import load_model
 
-    base, tok, _ = load_model("tiny")
-    results = {"base": arith.evaluate(base, tok, rows)}
+    cfg = cfg or load_config(run.config_path)
+    evaluate = importlib.import_module(f"finetuner.demo.{task}").evaluate
+    base, tok, _ = load_model(cfg.model.name, cfg.model.quantization, cfg.model.trust_remote_code)
+    results = {"base": evaluate(base, tok, rows)}
     model = None
     for stage in ("sft", "rft"):
         path = run.stage_adapter(stage)
@@ -53,33 +62,44 @@ def measure(run, rows: list[dict]) -> dict:
         else:
             model.load_adapter(str(path), adapter_name=stage)
         model.set_adapter(stage)
-        results[stage] = arith.evaluate(model, tok, rows)
+        results[stage] = evaluate(model, tok, rows)
     return results
 
 
-def run_demo(runs_dir: str = "runs", as_json: bool = False, rft_steps: int | None = None) -> int:
+def run_demo(runs_dir: str = "runs", as_json: bool = False, rft_steps: int | None = None, model: str = "tiny",
+             overrides: dict | None = None, heldout_rows: int | None = None) -> int:
+    """Run the demo of `model` (a key of DEMOS). Tests shorten it: `overrides` ({section: {field: value}}) edit the
+    run file's config, `heldout_rows` measures only the first rows of eval.jsonl."""
     from finetuner.config import load_config, to_dict, from_dict
     from finetuner.data import read_source
     from finetuner.runs import launch
 
+    if model not in DEMOS:
+        raise ValueError(f"No demo for model {model!r}; choose one of {', '.join(DEMOS)}.")
+    example, task = DEMOS[model]
     started = time.time()
-    cfg = load_config(EXAMPLE / "run.yaml")
+    cfg = load_config(example / "run.yaml")
+    overrides = {k: dict(v) for k, v in (overrides or {}).items()}
     if rft_steps is not None:
+        overrides.setdefault("rft", {})["max_steps"] = rft_steps
+    if overrides:
         data = to_dict(cfg)
-        data["rft"]["max_steps"] = rft_steps
+        for section, values in overrides.items():
+            data[section].update(values)
         cfg = from_dict(data, base_dir=cfg.base_dir)
     run = launch(cfg, runs_dir)
-    print(f"Demo run {run.path}: SFT teaches the 'Answer: N' format, then RFT rewards correct sums.", flush=True)
+    print(f"Demo run {run.path} ({cfg.model.name}): SFT teaches the 'Answer: N' format, then RFT rewards correct sums.",
+          flush=True)
     status = _follow(run, started)
     if status.get("state") != "finished":
         print(f"The demo run ended {status.get('state')}: {status.get('error')}. See {run.log_path}.")
         return 1
     train_seconds = time.time() - started
-    rows = read_source(str(EXAMPLE / "eval.jsonl")).rows
-    results = measure(run, rows)
+    rows = read_source(str(example / "eval.jsonl")).rows[:heldout_rows]
+    results = measure(run, rows, cfg, task)
     results = {k: {m: round(v, 4) for m, v in r.items()} for k, r in results.items()}
     summary = {**results, "seconds": round(time.time() - started, 1), "train_seconds": round(train_seconds, 1),
-               "heldout_rows": len(rows), "run_dir": str(run.path)}
+               "heldout_rows": len(rows), "model": cfg.model.name, "run_dir": str(run.path)}
     run.eval_dir.mkdir(exist_ok=True)
     (run.eval_dir / "demo.json").write_text(json.dumps(summary, indent=1))
     print(f"\nHeld-out problems: {len(rows)} (never trained on)")
