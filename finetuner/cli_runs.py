@@ -155,7 +155,8 @@ def add_parsers(sub) -> None:
     what.add_argument("--merged", action="store_true", help="base model with the adapter merged in (HF folder)")
     what.add_argument("--gguf", action="store_true", help="merged model as one .gguf file (llama.cpp, Ollama)")
     what.add_argument("--bundle", action="store_true", help="zip to train this run again: config, data, graders")
-    x.add_argument("--quant", default="q8_0", help="GGUF quantization (with --gguf; default q8_0)")
+    x.add_argument("--quant", default="q8_0", help="GGUF type (with --gguf): q8_0, f16 or bf16, made from the "
+                   "merged model (bf16 for real models); default q8_0")
     x.add_argument("--json", action="store_true", help='print {"kind": ..., "path": ...} as one JSON line')
     x.set_defaults(func=cmd_export)
 

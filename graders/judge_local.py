@@ -8,7 +8,8 @@ loop stays free; a lock keeps one generate at a time on the model.
 With `structured` auto/on the judge does not generate at all (`choose_many`): each allowed answer (a label,
 or each whole score in range) is scored as the assistant's whole reply, P(answer tokens + end of turn | prompt),
 and the probabilities are normalised over the answers. Ending the reply is part of the answer so that "1"
-does not also collect the mass of "10". All (prompt, answer) pairs of a batch run as one padded forward pass.
+does not also collect the mass of "10". The (prompt, answer) pairs run as padded forward passes of at most
+`tokens_per_pass` tokens, and only the positions that predict answer tokens are projected onto the vocabulary.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import time
 class LocalBackend:
     def __init__(self, model: str, batch_size: int = 8):
         self.model_name, self.batch_size = model, batch_size
+        self.tokens_per_pass = 8192  # padded tokens per scoring forward pass (`choose`)
         self._model = self._tok = None
         self._lock = threading.Lock()
 
@@ -83,6 +85,18 @@ class LocalBackend:
             text = answer + (tok.eos_token or "")
         return tok(text, add_special_tokens=False)["input_ids"]
 
+    def _chunks(self, lengths: list[int]):
+        """(start, stop) runs of consecutive sequences whose padded size (rows x longest) stays within
+        `tokens_per_pass`, so memory follows the prompt length and not a fixed row count; one row at least."""
+        start, width = 0, 0
+        for i, n in enumerate(lengths):
+            width = max(width, n)
+            if i > start and (i - start + 1) * width > self.tokens_per_pass:
+                yield start, i
+                start, width = i, n
+        if lengths:
+            yield start, len(lengths)
+
     def choose(self, conversations: list[list[dict]], answers: list[str]) -> list[dict[str, float]]:
         """For each conversation, {answer: probability} over `answers` (they sum to 1)."""
         import torch
@@ -96,23 +110,26 @@ class LocalBackend:
                 for answer in answers:
                     pairs.append((c, answer, prompt_ids, self._answer_ids(tok, messages, prompt, answer)))
             logp = [0.0] * len(pairs)
-            step = max(self.batch_size, 2 * len(answers))
-            for start in range(0, len(pairs), step):
-                chunk = pairs[start: start + step]
+            for start, stop in self._chunks([len(p) + len(a) for _, _, p, a in pairs]):
+                chunk = pairs[start:stop]
                 seqs = [p + a for _, _, p, a in chunk]
                 width = max(map(len, seqs))
                 ids = torch.full((len(seqs), width), tok.pad_token_id, dtype=torch.long)
                 mask = torch.zeros((len(seqs), width), dtype=torch.long)
-                for row, seq in enumerate(seqs):  # right padding: positions match an unpadded run
-                    ids[row, :len(seq)] = torch.tensor(seq)
-                    mask[row, :len(seq)] = 1
+                keep = torch.zeros((len(seqs), width), dtype=torch.bool)  # the positions that predict answer tokens
+                for row, (_, _, p, a) in enumerate(chunk):  # right padding: positions match an unpadded run
+                    ids[row, :len(p) + len(a)] = torch.tensor(p + a)
+                    mask[row, :len(p) + len(a)] = 1
+                    keep[row, len(p) - 1: len(p) + len(a) - 1] = True
                 with torch.inference_mode():
-                    logits = model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device)).logits
-                logprobs = torch.log_softmax(logits.float(), dim=-1)
-                for row, (_, _, p, a) in enumerate(chunk):
-                    at = torch.arange(len(p) - 1, len(p) + len(a) - 1, device=logprobs.device)
-                    target = torch.tensor(a, device=logprobs.device)
-                    logp[start + row] = float(logprobs[row, at, target].sum())
+                    # only the answer positions go through the vocabulary head: full logits of every prompt
+                    # position would be rows x width x vocab floats (tens of GB for a long prompt and a range)
+                    logits = model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device),
+                                   logits_to_keep=keep.to(model.device)).logits  # (answer tokens, vocab)
+                    target = torch.tensor([t for _, _, _, a in chunk for t in a], device=logits.device)
+                    picked = torch.log_softmax(logits.float(), dim=-1).gather(1, target[:, None])[:, 0]
+                for row, part in enumerate(torch.split(picked, [len(a) for _, _, _, a in chunk])):
+                    logp[start + row] = float(part.sum())
             out = []
             for c in range(len(conversations)):
                 scores = torch.tensor([logp[i] for i, pair in enumerate(pairs) if pair[0] == c])

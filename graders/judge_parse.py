@@ -4,7 +4,8 @@ Reasoning models wrap answers in <think> blocks and chat models in ``` fences or
 object anywhere in the text (the last one carrying "result" wins) or a reply that is only a number.
 When that strict reading fails on a reply that is not JSON (small chat models answer "Score: 7/10" or "The
 answer is correct."), a lenient reading takes the answer only where it is unambiguous (`lenient_score`,
-`lenient_label`); its note carries LENIENT_MARK so the log and the UI can say the lenient parse was used.
+`lenient_label`; never on JSON cut off mid-object, whose steps are not the answer); its note carries
+LENIENT_MARK so the log and the UI can say the lenient parse was used.
 Anything else raises JudgeParseError, which the judge turns into a `judge_parse_error` scoring 0.
 """
 
@@ -72,6 +73,9 @@ def parse_score(text: str, lo: float, hi: float) -> tuple[float, str]:
     try:
         result, steps = extract(text)
     except JudgeParseError as err:
+        if _json_like(text):  # cut-off JSON: its steps hold numbers and words that are not the answer
+            raise JudgeParseError(f"{err}; it looks like JSON without a complete result (cut off?), so it is "
+                                  "not read leniently") from None
         return lenient_score(text, lo, hi, err)
     try:
         score = float(result)
@@ -93,10 +97,18 @@ def parse_label(text: str, labels: list[str]) -> tuple[str, str]:
     for label in labels:  # a label judge may just answer with the label
         if label.lower() == wanted:
             return label, f"judge said {label!r}" + _steps(steps)
+    if result is None and _json_like(text):  # cut-off JSON: a label in its steps is not the answer
+        raise JudgeParseError(f"the judge answered {_show(text)}, which looks like JSON without a complete "
+                              f"result (cut off?); expected one of the labels {', '.join(labels)}")
     if result is None:  # prose, not JSON: the label only if exactly one is named in it
         return lenient_label(text, labels)
     raise JudgeParseError(f"the judge answered {_show(str(result))}, which is not one of the labels "
                           f"{', '.join(labels)}")
+
+
+def _json_like(text: str) -> bool:
+    cleaned = _clean(text)
+    return cleaned.startswith(("{", "[")) or '"result"' in cleaned
 
 
 def _value(text: str) -> float:
@@ -109,13 +121,14 @@ def lenient_score(text: str, lo: float, hi: float, strict_error: Exception | Non
 
     1. A number written against the range's top as "X/MAX" or "X out of MAX" is the judge's score: the MAX
        is the scale, not a second candidate ("Score: 7/10" with range 0..10 is 7).
-    2. Otherwise every number in the reply is a candidate, and those in [lo, hi] count.
+    2. Otherwise every number in the reply is a candidate, and those in [lo, hi] count; list numbering (a
+       whole number opening a line, then "." or ")") is not a candidate.
     Exactly one distinct value in range is the score; none, or several different ones ("2 + 3 = 5" with
     range 0..10), is a parse failure naming them."""
     cleaned = _clean(text)
     explicit, scale_at, numbers = [], set(), []
     for m in _PROSE_NUMBER.finditer(cleaned):
-        if m.start() in scale_at:
+        if m.start() in scale_at or _list_number(cleaned, m):
             continue
         numbers.append(_value(m.group()))
         scale = re.match(r"\s*(?:/|out\s+of)\s*(-?\d+(?:\.\d+)?)", cleaned[m.end():], re.I)
@@ -130,6 +143,13 @@ def lenient_score(text: str, lo: float, hi: float, strict_error: Exception | Non
            "ambiguous") if found else f"it has no number in {lo:g}..{hi:g}"
     prefix = f"{strict_error}; " if strict_error else f"the judge answered {_show(text)}; "
     raise JudgeParseError(f"{prefix}read leniently, {why}")
+
+
+def _list_number(text: str, m: re.Match) -> bool:
+    """A whole number opening a line and followed by "." or ")" numbers a list item ("1. The reply is ...")."""
+    line_start = text.rfind("\n", 0, m.start()) + 1
+    return (m.group().isdigit() and not text[line_start:m.start()].strip()
+            and text[m.end():m.end() + 1] in (".", ")"))
 
 
 def lenient_label(text: str, labels: list[str]) -> tuple[str, str]:

@@ -134,3 +134,33 @@ def test_chat_with_the_tuned_model_from_piped_stdin(run, monkeypatch, capsys):
     assert cli.main(["chat", str(run.path), "--temperature", "0", "--max-new-tokens", "12"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert len(out) == 1 and out[0].startswith("model> ") and out[0][len("model> "):].strip()
+
+
+def test_export_gguf_of_a_relative_run_folder(tmp_path, monkeypatch, capsys):
+    """`export runs/<id> --gguf` from the folder above runs/: the converter (a stand-in that writes its
+    --outfile from its own cwd, as llama.cpp's does) must still find the merged model and write the file."""
+    import shutil
+
+    from finetuner.runs import export_gguf as eg
+
+    run = _bare_run(tmp_path, with_adapter=True)
+    conv = tmp_path / "conv"
+    (conv / "gguf-py").mkdir(parents=True)
+    (conv / "convert_hf_to_gguf.py").write_text(
+        "import pathlib, sys\nassert (pathlib.Path(sys.argv[1]) / 'config.json').is_file(), sys.argv[1]\n"
+        "pathlib.Path(sys.argv[sys.argv.index('--outfile') + 1]).write_bytes(b'GGUF')\n")
+
+    def fake_merge(r, progress=None):  # the tiny model's files stand in for a merge (tiny itself is refused)
+        shutil.copytree(ROOT / "finetuner" / "modeling" / "assets" / "tiny", r.path / "export" / "merged")
+        return r.path / "export" / "merged"
+
+    monkeypatch.setattr(eg, "_refuse_unconvertible", lambda r: None)
+    monkeypatch.setattr(eg, "missing_packages", lambda: [])
+    monkeypatch.setattr(eg, "converter_path", lambda progress=None: conv / "convert_hf_to_gguf.py")
+    monkeypatch.setattr(eg, "export_merged", fake_merge)
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["export", "runs/bare-run", "--gguf", "--quant", "f16"]) == 0
+    made = Path(capsys.readouterr().out.strip().splitlines()[-1])
+    assert not made.is_absolute()  # the run folder stayed relative all the way down
+    assert (tmp_path / made).read_bytes() == b"GGUF" and made.name == "bare-run-f16.gguf"
+    assert "FROM ./bare-run-f16.gguf" in (tmp_path / made).with_name("Modelfile").read_text()

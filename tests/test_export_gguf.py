@@ -31,7 +31,9 @@ def _run_with_model(tmp_path, model_name: str) -> RunFolder:
 def test_unknown_quantization_is_refused_naming_the_choices(tmp_path):
     with pytest.raises(ExportError) as err:
         eg.export_gguf(RunFolder(tmp_path), "q4_k_m")
-    assert "'q4_k_m'" in str(err.value) and "q8_0, f16, bf16, f32" in str(err.value)
+    assert "'q4_k_m'" in str(err.value) and "q8_0, f16, bf16 (" in str(err.value)
+    with pytest.raises(ExportError, match="'f32' is not offered"):  # it would only be the bf16 merge upcast
+        eg.export_gguf(RunFolder(tmp_path), "f32")
 
 
 def test_tiny_is_refused_before_merging(tmp_path):
@@ -112,6 +114,86 @@ def test_a_failing_conversion_says_why_with_its_last_lines(tmp_path):
     assert "using the converter s own gguf" in msg  # PYTHONPATH put its gguf-py first, not the app's gguf
     assert seen == [0.5]  # layer 1 of 2 was reported
     assert not any((tmp_path / "gguf").iterdir())  # nothing half-written is left to look like an export
+
+
+# Records its argv and cwd, then writes the --outfile it was given (from its own cwd, as the real one does).
+RECORDER = """
+    import json, os, sys, time
+    out = sys.argv[sys.argv.index("--outfile") + 1]
+    json.dump({"argv": sys.argv, "cwd": os.getcwd(), "pid": os.getpid()}, open(%r, "w"))
+    print("INFO:hf-to-gguf:blk.0.attn_q.weight, torch.bfloat16 --> F16", flush=True)
+    time.sleep(%s)
+    open(out, "wb").write(b"GGUF")
+"""
+
+
+def _model_folder(path: Path) -> Path:
+    path.mkdir(parents=True)
+    (path / "config.json").write_text('{"num_hidden_layers": 2}')
+    return path
+
+
+def test_relative_paths_reach_the_converter_absolute(tmp_path, monkeypatch):
+    import json
+
+    record = tmp_path / "record.json"
+    script = _fake_converter(tmp_path / "conv", RECORDER % (str(record), 0))
+    monkeypatch.chdir(tmp_path)
+    _model_folder(tmp_path / "runs" / "r1" / "export" / "merged")
+    out = eg.convert(Path("runs/r1/export/merged"), Path("runs/r1/export/gguf/r1-f16.gguf"), "f16", script=script)
+    seen = json.loads(record.read_text())
+    assert seen["cwd"] == str(script.parent)  # the converter runs in its own folder, away from our cwd
+    assert seen["argv"][1] == str(tmp_path / "runs" / "r1" / "export" / "merged")
+    assert seen["argv"][3] == str(tmp_path / "runs" / "r1" / "export" / "gguf" / "r1-f16.partial.gguf")
+    assert out == tmp_path / "runs" / "r1" / "export" / "gguf" / "r1-f16.gguf" and out.read_bytes() == b"GGUF"
+
+
+def test_a_raising_progress_callback_stops_the_converter(tmp_path):
+    import json
+
+    record = tmp_path / "record.json"
+    script = _fake_converter(tmp_path / "conv", RECORDER % (str(record), 60))
+
+    def cancel(fraction, text):
+        raise KeyboardInterrupt  # what Ctrl-C (or a Gradio cancel) does inside the read loop
+
+    out = tmp_path / "gguf" / "x-f16.gguf"
+    with pytest.raises(KeyboardInterrupt):
+        eg.convert(_model_folder(tmp_path / "merged"), out, "f16", cancel, script=script)
+    pid = json.loads(record.read_text())["pid"]
+    with pytest.raises(ProcessLookupError):  # killed and reaped, not left sleeping then writing the file
+        os.kill(pid, 0)
+    assert not any(out.parent.iterdir())
+
+
+def test_a_pip_download_that_hangs_is_an_export_error(tmp_path, monkeypatch):
+    import subprocess
+
+    def hang(cmd, **kw):
+        raise subprocess.TimeoutExpired(cmd, kw.get("timeout"))
+
+    monkeypatch.setenv("FINETUNER_CACHE", str(tmp_path))
+    monkeypatch.setattr(eg.subprocess, "run", hang)
+    with pytest.raises(ExportError, match="took over 30 minutes") as err:
+        eg.converter_path()
+    assert str(tmp_path / "downloads") in str(err.value)
+    assert os.listdir(tmp_path / "downloads") == []  # the partial download folder is gone
+
+
+def test_a_package_with_a_path_out_of_the_folder_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setenv("FINETUNER_CACHE", str(tmp_path / "cache"))
+    sdist = _sdist(tmp_path / "cache" / "downloads" / eg.SDIST)
+    with tarfile.open(sdist, "r:gz") as tar:
+        kept = [(m, tar.extractfile(m).read()) for m in tar.getmembers()]
+    with tarfile.open(sdist, "w:gz") as tar:
+        for m, data in kept:
+            tar.addfile(m, io.BytesIO(data))
+        evil = tarfile.TarInfo(f"llama_cpp_python-{eg.LLAMA_CPP_PYTHON}/vendor/llama.cpp/conversion/../../escaped.py")
+        evil.size = 1
+        tar.addfile(evil, io.BytesIO(b"#"))
+    with pytest.raises(ExportError, match="outside the folder"):
+        eg.converter_path()
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["downloads"]  # nothing unpacked
 
 
 def _sdist(path: Path) -> Path:

@@ -46,28 +46,36 @@ def test_strict_answers_are_not_marked_lenient_and_json_is_not_read_leniently():
     ("I give it 3 out of 5.", 1, 5, 3.0),
     ("10/10, perfect", 0, 10, 10.0),
     ("The answer is 9.", 0, 10, 9.0),
-    ("Step 1 checks it; 0.8 overall", 0, 1, 0.8),  # "1" is in range too: two values, see below
     ("It scores -2 (range -5..5)", -3, 3, -2.0),
+    ("1) checks out\n2) complete\nOverall 0.9", 0, 1, 0.9),  # list numbers are not scores
 ])
 def test_one_score_in_range_is_the_score(text, lo, hi, score):
-    if text.startswith("Step 1"):
-        with pytest.raises(JudgeParseError, match=r"several numbers in 0\.\.1 \(0\.8, 1\)"):
-            parse_score(text, lo, hi)
-        return
     got, note = parse_score(text, lo, hi)
     assert got == score and LENIENT_MARK in note
 
 
-@pytest.mark.parametrize("text, why", [
-    ("2 + 3 = 5", "several numbers in 0..10 (2, 3, 5)"),
-    ("7/10 at first, then 8/10", "several numbers in 0..10 (7, 8)"),
-    ("The answer is correct.", "no number in 0..10"),
-    ("Score: 70", "no number in 0..10"),
+@pytest.mark.parametrize("text, hi, why", [
+    ("2 + 3 = 5", 10, "several numbers in 0..10 (2, 3, 5)"),
+    ("7/10 at first, then 8/10", 10, "several numbers in 0..10 (7, 8)"),
+    ("The answer is correct.", 10, "no number in 0..10"),
+    ("Score: 70", 10, "no number in 0..10"),
+    ("Step 1 checks it; 0.8 overall", 1, "several numbers in 0..1 (0.8, 1)"),  # "1" is in range too
+    ("1. The reply is off-topic.", 1, "no number in 0..1"),  # list numbering, not a score
 ])
-def test_ambiguous_or_missing_scores_fail_with_a_reason(text, why):
+def test_ambiguous_or_missing_scores_fail_with_a_reason(text, hi, why):
     with pytest.raises(JudgeParseError, match="read leniently") as err:
-        parse_score(text, 0, 10)
+        parse_score(text, 0, hi)
     assert why in str(err.value)
+
+
+def test_cut_off_json_is_a_parse_failure_not_read_leniently():
+    with pytest.raises(JudgeParseError, match="cut off") as err:  # the 3 is in a step, not the result
+        parse_score('{"steps": [{"description": "found 3 errors"}], "result": ', 0, 10)
+    assert "read leniently," not in str(err.value)
+    with pytest.raises(JudgeParseError, match="cut off"):  # "correct" is in a step, not the result
+        parse_label('{"steps":[{"description":"the answer is correct"', LABELS)
+    with pytest.raises(JudgeParseError, match="cut off"):
+        parse_score('[{"step": "7 of them pass"', 0, 10)
 
 
 def test_the_same_score_repeated_is_one_score():

@@ -86,3 +86,17 @@ def test_sft_only_eval_answers_are_not_cut_at_rft_max_completion_length(tmp_path
     # a run with RFT keeps the RFT answer length it trained with
     cfg.method = "sft+rft"
     assert answer_token_limit(cfg, items, tiny_tok) == 8
+
+
+def test_the_limit_never_blocks_evaluating_an_sft_only_run(tmp_path, tiny_tok):
+    """An SFT run with long chat prompts: the RFT-only limit must not stop its held-out evaluation."""
+    from finetuner.evaluation.heldout import eval_split
+
+    rows = [{"prompt": LONG, "completion": "Answer: 3"}] * 6
+    data = tmp_path / "long.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = from_dict({"method": "sft", "model": {"name": "tiny", "max_length": 2048},
+                     "data": {"train": str(data), "eval_fraction": 0.34}, "rft": {"max_prompt_length": 64}},
+                    base_dir=str(tmp_path))
+    prompts, items, _notes = eval_split(cfg, tiny_tok, 10)
+    assert len(prompts) == 2 and all(LONG.strip() in item["prompt"] for item in items)

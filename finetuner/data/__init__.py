@@ -40,7 +40,7 @@ class StageData:
     # added as `completion` so graders' {{item.completion}} works. Equal for both stages of a run.
     eval_rows: list[dict]
     format: str  # the detected input format: messages | prompt_completion | text | prompt
-    assistant_only_loss: bool  # pass to SFTConfig: True only for chats with a {% generation %} template
+    assistant_only_loss: bool  # pass to SFTConfig: True for chats whose (training) template has {% generation %}
     notes: list[str] = field(default_factory=list)  # what a person should know (split, skips, conversions)
     dropped_long_prompts: int = 0  # RFT training rows left out for rft.max_prompt_length (data.prompt_limit)
 
@@ -55,7 +55,7 @@ def split_indices(n: int, fraction: float, seed: int) -> tuple[list[int], list[i
     return [i for i in range(n) if i not in held], sorted(held)
 
 
-def load_stage_data(cfg: RunConfig, stage: str, tokenizer, progress=None) -> StageData:
+def load_stage_data(cfg: RunConfig, stage: str, tokenizer, progress=None, limit_prompts: bool = True) -> StageData:
     """Load, check, split and convert the data of `stage` ("sft" or "rft"). Raises DataError.
 
     `progress(bytes_read, total)` is called while a JSON Lines file is read.
@@ -107,10 +107,14 @@ def load_stage_data(cfg: RunConfig, stage: str, tokenizer, progress=None) -> Sta
     if stage == "sft" and tokenizer is not None:
         notes += _truncation(conv, tokenizer, cfg.model.max_length)
     dropped = 0
-    if stage == "rft":  # training rows only: the held-out rows stay equal for both stages and every variant
+    # Training rows only, and only when RFT trains on them (`limit_prompts`: evaluation reads the held-out rows
+    # through this stage, and an SFT-only run must not fail over an RFT setting): the held-out rows stay equal
+    # for both stages and every variant.
+    if stage == "rft" and limit_prompts:
         from finetuner.data.prompt_limit import keep_short_prompts
 
-        kept, note = keep_short_prompts(conv.rows, train_idx, tokenizer, cfg.rft.max_prompt_length, table.name)
+        kept, note = keep_short_prompts(conv.rows, train_idx, tokenizer, cfg.rft.max_prompt_length, table.name,
+                                        cfg.model.chat_template_kwargs)
         dropped, train_idx = len(train_idx) - len(kept), kept
         notes += [note] if note else []
     train = to_dataset([conv.rows[i] for i in train_idx])

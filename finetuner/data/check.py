@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from finetuner.config import METHODS, DataConfig
 from finetuner.data.notes import Note, merge_notes, render
+from finetuner.data.prompt_limit import all_too_long, too_long_sentence
 from finetuner.data.preview import CLOSE, OPEN, PreviewRow, preview_row, token_lengths
 from finetuner.data.read import UPLOAD_HINT, DataProblems, Progress, SourceReader
 from finetuner.data.rows import detect_format, normalise
@@ -141,13 +142,9 @@ def check_data(source: str, method: str, tokenizer=None, dcfg: DataConfig | None
             report.format = st.fmt
         report.notes += [st.label + n for n in render(st.notes)]
         if st.too_long and not st.failed and st.too_long == len(st.lengths):
-            _add_error(report, DataError(f"Every RFT prompt is longer than rft.max_prompt_length ({st.prompt_limit} "
-                                         f"tokens, counted with the chat template), so training would have nothing "
-                                         f"left. Raise rft.max_prompt_length (0: no limit) or shorten the prompts."),
-                       st.label)
+            _add_error(report, all_too_long(st.too_long, source, st.prompt_limit), st.label)
         elif st.too_long and not st.failed:
-            report.notes.append(st.label + Note("prompts_too_long", count=st.too_long, of=len(st.lengths),
-                                                detail=str(st.prompt_limit)).text())
+            report.notes.append(st.label + too_long_sentence(st.too_long, len(st.lengths), st.prompt_limit))
         if st.lengths and not st.failed and report.lengths is None:
             report.lengths = _stats(st.lengths, st.what, max_length)
         report.preview += st.preview

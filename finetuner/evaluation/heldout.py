@@ -147,7 +147,7 @@ def eval_split(cfg, tok, rows: int) -> tuple[list, list[dict], list[str]]:
     from finetuner.data import load_stage_data
 
     try:
-        data = load_stage_data(cfg, "rft", tok)
+        data = load_stage_data(cfg, "rft", tok, limit_prompts=False)  # held-out rows only: no training limit
     except DataError as err:
         raise DataError(f"This run's data cannot be turned into prompts to answer: {err}") from None
     if data.eval is None or not len(data.eval):

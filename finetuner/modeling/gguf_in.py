@@ -42,9 +42,17 @@ def converted_folder(gguf: Path) -> Path:
     return cache_root() / "models" / f"{gguf.stem}-{key}"
 
 
-def is_complete(folder: Path) -> bool:
-    # The marker is written last (after the rename), so a conversion cut short never looks complete.
-    return (folder / "finetuner-source.json").exists()
+MARKER = "finetuner-source.json"
+
+
+def is_complete(folder: Path, source: str | None = None) -> bool:
+    """Converted and whole. The marker is written last (after the rename), so a conversion cut short never looks
+    complete; with `source`, it must also name that source (a new wheel version converts again)."""
+    try:
+        recorded = json.loads((folder / MARKER).read_text())
+    except (OSError, ValueError):
+        return False
+    return source is None or recorded.get("source") == source
 
 
 def check_readable(gguf: Path) -> dict:
@@ -80,14 +88,35 @@ def check_readable(gguf: Path) -> dict:
     return {"architecture": arch, "tensor_types": types, "tensors": len(reader.tensors)}
 
 
-def convert(gguf: Path, folder: Path, progress=None) -> Path:
-    """Dequantize `gguf` into `folder` (a normal fp32 Hugging Face folder with its tokenizer)."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
+def convert(gguf: Path, folder: Path, progress=None, source: str = "") -> Path:
+    """Dequantize `gguf` into `folder` (a normal fp32 Hugging Face folder with its tokenizer). Every failure is a
+    ModelError that names the file and the cache folder."""
     info = check_readable(gguf)
     say = progress or (lambda _msg: None)
     say(f"Reading {gguf.name} ({info['architecture']}, {', '.join(info['tensor_types'])}) …")
+    # Per process: the Data tab and a training process may convert the same file at once; the last one to
+    # finish replaces the folder with an identical one.
+    tmp = folder.with_name(f"{folder.name}.{os.getpid()}.partial")
+    try:
+        _dequantize_into(gguf, tmp, info, say)
+        shutil.rmtree(folder, ignore_errors=True)
+        tmp.rename(folder)
+        (folder / MARKER).write_text(json.dumps({"gguf": str(gguf.resolve()), "source": source, **info}, indent=1))
+    except ModelError:
+        raise
+    except Exception as err:  # noqa: BLE001 - disk full, a broken file: one clear message, never a traceback
+        raise ModelError(f"Converting {gguf.name} into {folder} failed ({type(err).__name__}: {err}). Check the "
+                         f"free disk space (a model needs about 4 bytes per parameter there), delete {folder} "
+                         f"and try again.") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return folder
+
+
+def _dequantize_into(gguf: Path, tmp: Path, info: dict, say) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
     try:
         tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
         loaded = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
@@ -101,16 +130,11 @@ def convert(gguf: Path, folder: Path, progress=None) -> Path:
     fresh = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     fresh.load_state_dict(loaded.state_dict())
     fresh.generation_config = loaded.generation_config
-    tmp = folder.with_name(folder.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
-    say(f"Saving an ordinary model folder in {folder} …")
+    say(f"Saving an ordinary model folder ({tmp.parent}) …")
     fresh.save_pretrained(tmp)
     tok.save_pretrained(tmp)
     _drop_quantization(tmp / "config.json")
-    shutil.rmtree(folder, ignore_errors=True)
-    tmp.rename(folder)
-    (folder / "finetuner-source.json").write_text(json.dumps({"gguf": str(gguf.resolve()), **info}, indent=1))
-    return folder
 
 
 def _drop_quantization(config_json: Path) -> None:

@@ -8,6 +8,10 @@ its converter keeps up. The script and the `gguf-py` it ships are taken from the
 package on PyPI (a pinned version, fetched once into the cache); nothing is compiled. It runs as a child
 process with its own `gguf` package first on the path, so the app's `gguf` (used to read GGUF files in) may
 differ from the converter's.
+
+The converter's source is the merged model as export_merged saves it: bf16 for real models (fp32 only for toy
+ones), so f32 is not offered (it would be bf16 upcast, twice the size and no more exact); f16 and q8_0 are
+converted from those bf16 weights, bf16 keeps them as they are.
 """
 
 from __future__ import annotations
@@ -32,8 +36,9 @@ SDIST = f"llama_cpp_python-{LLAMA_CPP_PYTHON}.tar.gz"
 _VENDOR = f"llama_cpp_python-{LLAMA_CPP_PYTHON}/vendor/llama.cpp/"
 # What the converter imports: the script, its `conversion` package (one module per architecture) and gguf-py.
 _NEEDED = ("convert_hf_to_gguf.py", "conversion/", "gguf-py/gguf/", "LICENSE")
-# The converter's own --outtype choices that make a usable model (tq1_0/tq2_0 are for ternary models only).
-QUANTS = ("q8_0", "f16", "bf16", "f32")
+# The converter's own --outtype choices that make a usable model (tq1_0/tq2_0 are for ternary models only);
+# no f32: its source, the merged model, is bf16 for real models (see the module docstring).
+QUANTS = ("q8_0", "f16", "bf16")
 # Packages the converter imports beyond torch/numpy/transformers/safetensors. sentencepiece is imported on
 # the Llama, Mistral and Gemma paths even for BPE tokenizers (it tries a tokenizer.model first).
 _PY_PACKAGES = ("sentencepiece",)
@@ -66,7 +71,14 @@ def _fetch_sdist(progress=None) -> Path:
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", "llama-cpp-python",
            f"llama-cpp-python=={LLAMA_CPP_PYTHON}", "-d", str(partial), "--disable-pip-version-check"]
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+        except subprocess.TimeoutExpired:
+            raise ExportError(
+                f"Downloading llama.cpp's converter ({SDIST}, 77 MB) with pip took over 30 minutes and was stopped. "
+                f"Check the internet connection and try again, or on another machine run `pip download --no-deps "
+                f"--no-binary llama-cpp-python llama-cpp-python=={LLAMA_CPP_PYTHON} -d .` and copy the file into "
+                f"{downloads_dir()}.") from None
         got = partial / SDIST
         if proc.returncode != 0 or not got.is_file():
             last = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
@@ -101,7 +113,15 @@ def converter_path(progress=None) -> Path:
             if not any(m.name == "convert_hf_to_gguf.py" for m in members):
                 raise ExportError(f"{sdist} holds no vendor/llama.cpp/convert_hf_to_gguf.py: it is not the "
                                   f"llama-cpp-python {LLAMA_CPP_PYTHON} source package. Delete it and try again.")
-            tar.extractall(tmp, members=members, filter="data")
+            # Checked here too, as extractall's filter="data" is missing before Python 3.11.4: only plain files
+            # (kept above), none of them outside the target folder. Where the filter exists it is used as well
+            # (without it Python 3.12+ warns).
+            root = tmp.resolve()
+            for m in members:
+                if not (root / m.name).resolve().is_relative_to(root):
+                    raise ExportError(f"{sdist} holds {m.name!r}, a path outside the folder it unpacks into: it is "
+                                      f"not a genuine llama-cpp-python source package. Delete it and try again.")
+            tar.extractall(tmp, members=members, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
     except (tarfile.TarError, OSError) as err:
         shutil.rmtree(tmp, ignore_errors=True)
         raise ExportError(f"Cannot unpack {sdist} ({err}). Delete it and try again (it is downloaded anew).") from None
@@ -132,7 +152,10 @@ def _explain(tail: str) -> str:
 def convert(model_dir: Path, outfile: Path, quant: str, progress=None, script: Path | None = None) -> Path:
     """Run the converter on a Hugging Face model folder; the file appears only when the conversion succeeded."""
     say = _say(progress)
-    script = script or converter_path(progress)
+    script = Path(script or converter_path(progress)).resolve()
+    # Absolute, because the converter runs in its own folder: a relative run folder (`finetuner export
+    # runs/<id> --gguf`) would not be found from there.
+    model_dir, outfile = Path(model_dir).resolve(), Path(outfile).resolve()
     layers = json.loads((Path(model_dir) / "config.json").read_text()).get("num_hidden_layers") or 1
     outfile.parent.mkdir(parents=True, exist_ok=True)
     partial = outfile.with_name(f"{outfile.stem}.partial.gguf")
@@ -144,14 +167,23 @@ def convert(model_dir: Path, outfile: Path, quant: str, progress=None, script: P
     done: set[str] = set()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
                             cwd=str(script.parent))
-    for line in proc.stdout:
-        tail.append(line.rstrip())
-        # One log line per tensor, layer by layer but in name order (blk.0, blk.1, blk.10, ...): the count of
-        # layers seen so far is the progress, not the layer's number.
-        if (m := re.search(r":blk\.(\d+)\.", line)) and m.group(1) not in done:
-            done.add(m.group(1))
-            say(min(1.0, len(done) / layers), f"Writing {quant} GGUF: layer {len(done)}/{layers}")
-    rc = proc.wait()
+    try:
+        for line in proc.stdout:
+            tail.append(line.rstrip())
+            # One log line per tensor, layer by layer but in name order (blk.0, blk.1, blk.10, ...): the count of
+            # layers seen so far is the progress, not the layer's number.
+            if (m := re.search(r":blk\.(\d+)\.", line)) and m.group(1) not in done:
+                done.add(m.group(1))
+                say(min(1.0, len(done) / layers), f"Writing {quant} GGUF: layer {len(done)}/{layers}")
+        rc = proc.wait()
+    finally:
+        # A progress callback that raised, Ctrl-C or a Gradio cancel must not leave the converter writing on.
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+        if proc.returncode != 0:
+            partial.unlink(missing_ok=True)
     if rc != 0 or not partial.is_file():
         partial.unlink(missing_ok=True)
         text = "\n".join(tail)
@@ -235,7 +267,8 @@ def export_gguf(run: RunFolder, quant: str = "q8_0", progress=None) -> Path:
     quant = (quant or "").strip().lower()
     if quant not in QUANTS:
         raise ExportError(f"GGUF quantization {quant!r} is not offered: choose one of {', '.join(QUANTS)} "
-                          f"(q8_0 is near-lossless at half the size of f16).")
+                          f"(all made from the merged model, which is bf16 for real models; q8_0 is near-lossless "
+                          f"at half the size of f16).")
     _refuse_unconvertible(run)
     if missing := missing_packages():
         raise ExportError(f"GGUF export needs the Python package(s) {', '.join(missing)} (llama.cpp's converter "

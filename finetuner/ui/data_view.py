@@ -71,6 +71,13 @@ def tokenizer_for(model_name: str | None):
     name = (model_name or "tiny").strip() or "tiny"
     # Loading under the lock too: two handler threads importing transformers for the first time at once
     # can fail with "cannot import name AutoTokenizer".
+    from finetuner.modeling import builtin_real
+
+    if builtin_real.is_builtin_real(name) and not builtin_real.is_ready():
+        # Fetching and converting it takes ~40 s (a 93 MB download): never inside a Data-tab check.
+        return _tokenizer("tiny"), (f"Token counts use the built-in model's tokenizer: `{name}` is fetched and "
+                                    f"converted when a run first uses it (scripts/setup.sh does it ahead). Real "
+                                    f"counts will differ.")
     with TOKENIZER_LOCK:
         if name != "tiny":
             try:
