@@ -155,7 +155,9 @@ def check(project, method="sft", fmt="auto", messages_column="", prompt_column="
             return (out[0], out[1] + note, *out[2:-1], gr.update(open=True))
     switched = project["data"].get("model_note") if model.get("name") == recommend.OWN_DATA_MODEL else ""
     notes = [n for n in (switched, tok_note) if n]
-    status = report_markdown(report, display_name(path), line, notes, getattr(tok, "name_or_path", ""))
+    # Named as the person chose it (`smollm2-135m`, not its cache folder), unless another tokenizer stood in.
+    counted_with = getattr(tok, "name_or_path", "") if tok_note or not model.get("name") else model["name"]
+    status = report_markdown(report, display_name(path), line, notes, counted_with)
     col_updates = [gr.update(choices=_choices(report.columns, cols[k]), value=cols[k]) for k in COLUMNS]
     return (project, status, preview_html(report.preview), gr.update(value=dcfg.format), *col_updates,
             gr.update(open=True) if unsure else gr.skip())
