@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from graders.item import REFERENCE_COLUMN, grader_item  # noqa: F401 - graders own the renaming back
 
 from finetuner.data.notes import Note
-from finetuner.modeling.chat_templates import TrainingTemplate, training_template
+from finetuner.modeling.chat_templates import TrainingTemplate, template_text, training_template
 from finetuner.data.rows import Records
 from graders.errors import DataError
 
@@ -39,13 +39,7 @@ GRPO_RESERVED = ("prompt", "completion", "completion_ids")
 _GENERATION = re.compile(r"\{%-?\s*generation\s*-?%\}")
 
 
-def chat_template(tokenizer) -> str | None:
-    if tokenizer is None:
-        return None
-    template = getattr(tokenizer, "chat_template", None)
-    if isinstance(template, dict):
-        template = template.get("default")
-    return template or None
+chat_template = template_text  # the tokenizer's template text, or None
 
 
 def has_generation_markers(tokenizer) -> bool:

@@ -52,7 +52,10 @@ class TrainingTemplate:
         return "none known for this model's template: only the last assistant turn of each chat is trained"
 
 
-def _template_text(tokenizer) -> str | None:
+def template_text(tokenizer) -> str | None:
+    """The tokenizer's chat template (the `default` one of named variants), or None."""
+    if tokenizer is None:
+        return None
     template = getattr(tokenizer, "chat_template", None)
     if isinstance(template, dict):
         template = template.get("default")
@@ -61,7 +64,7 @@ def _template_text(tokenizer) -> str | None:
 
 def training_template(tokenizer) -> TrainingTemplate:
     """Which template SFT tokenizes chats with, for this tokenizer."""
-    template = _template_text(tokenizer)
+    template = template_text(tokenizer)
     if not template:
         return TrainingTemplate("none")
     if _GENERATION.search(template):
