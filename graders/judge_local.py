@@ -137,30 +137,29 @@ class LocalBackend:
                 out.append(dict(zip(answers, probs)))
             return out
 
-    async def choose_many(self, conversations, answers, stats) -> list:
+    async def _in_thread(self, fn, conversations, *args):
+        """(fn's outputs, seconds) off the event loop, or one typed error per row when the model fails."""
         from graders.judge_http import JudgeCallError
 
         started = time.monotonic()
         try:
-            outs = await asyncio.to_thread(self.choose, conversations, answers)
+            outs = await asyncio.to_thread(fn, conversations, *args)
         except Exception as err:  # noqa: BLE001 - a model that won't load or run fails these rows, typed
             error = JudgeCallError("judge_server_error", f"local judge model '{self.model_name}' failed: "
                                    f"{type(err).__name__}: {err}")
-            return [error] * len(conversations)
-        stats.add(calls=len(outs), latency=time.monotonic() - started)
+            return [error] * len(conversations), None
+        return outs, time.monotonic() - started
+
+    async def choose_many(self, conversations, answers, stats) -> list:
+        outs, elapsed = await self._in_thread(self.choose, conversations, answers)
+        if elapsed is not None:
+            stats.add(calls=len(outs), latency=elapsed)
         return outs
 
     async def complete_many(self, conversations, params, extra, stats) -> list:
-        from graders.judge_http import JudgeCallError
-
-        started = time.monotonic()
-        try:
-            outs = await asyncio.to_thread(self.generate, conversations, params)
-        except Exception as err:  # noqa: BLE001 - a model that won't load or run fails these rows, typed
-            error = JudgeCallError("judge_server_error", f"local judge model '{self.model_name}' failed: "
-                                   f"{type(err).__name__}: {err}")
-            return [error] * len(conversations)
-        elapsed = time.monotonic() - started
+        outs, elapsed = await self._in_thread(self.generate, conversations, params)
+        if elapsed is None:
+            return outs
         stats.add(calls=len(outs), latency=elapsed, prompt_tokens=sum(o[1] for o in outs),
                   completion_tokens=sum(o[2] for o in outs))
         return [o[0] for o in outs]

@@ -16,16 +16,10 @@ from finetuner.demo import arith  # noqa: E402
 
 
 def write(name: str, rows: list[dict]) -> None:
-    with open(HERE / name, "w", encoding="utf-8") as fh:
-        for row in rows:
-            fh.write(json.dumps(row) + "\n")
-
-
-def labelled(rows: list[dict]) -> list[dict]:
-    return [{"prompt": r["prompt"], "completion": f"Answer: {r['answer']}", "answer": r["answer"]} for r in rows]
+    arith.write_jsonl(HERE / name, rows)
 
 
 if __name__ == "__main__":
-    write("train.jsonl", labelled(arith.rft_rows(200, seed=0)))
+    write("train.jsonl", arith.labelled(arith.rft_rows(200, seed=0)))
     write("prompts.jsonl", arith.rft_rows(2000, seed=1))
-    write("eval.jsonl", labelled(arith.eval_rows(200, seed=2)))
+    write("eval.jsonl", arith.labelled(arith.eval_rows(200, seed=2)))

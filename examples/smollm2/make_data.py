@@ -13,21 +13,15 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent.parent))  # the repo root, so this runs without installing the package
 
-from finetuner.demo import addsmall  # noqa: E402
+from finetuner.demo import addsmall, arith  # noqa: E402
 
 
 def write(name: str, rows: list[dict]) -> None:
-    with open(HERE / name, "w", encoding="utf-8") as fh:
-        for row in rows:
-            fh.write(json.dumps(row) + "\n")
-
-
-def labelled(rows: list[dict]) -> list[dict]:
-    return [{"prompt": r["prompt"], "completion": f"Answer: {r['answer']}", "answer": r["answer"]} for r in rows]
+    arith.write_jsonl(HERE / name, rows)
 
 
 if __name__ == "__main__":
-    write("train.jsonl", labelled(addsmall.rows(200, seed=0, split="train")))
+    write("train.jsonl", arith.labelled(addsmall.rows(200, seed=0, split="train")))
     write("prompts.jsonl", addsmall.rows(2000, seed=1, split="train"))
-    write("val.jsonl", labelled(addsmall.rows(200, seed=3, split="val")))
-    write("eval.jsonl", labelled(addsmall.rows(200, seed=2, split="eval")))
+    write("val.jsonl", arith.labelled(addsmall.rows(200, seed=3, split="val")))
+    write("eval.jsonl", arith.labelled(addsmall.rows(200, seed=2, split="eval")))

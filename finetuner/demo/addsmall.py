@@ -53,14 +53,8 @@ def pairs(split: str) -> list[tuple[int, int]]:
 def rows(n: int, seed: int, split: str) -> list[dict]:
     """n problems {"prompt", "answer"} of `split`, distinct ordered pairs until the split is used up."""
     rng = random.Random(seed)
-    pool = pairs(split)
-    out: list[dict] = []
-    while len(out) < n:
-        order = pool[:]
-        rng.shuffle(order)
-        for a, b in order[: n - len(out)]:
-            out.append({"prompt": rng.choice(QUESTION_TEMPLATES).format(a=a, b=b), "answer": str(a + b)})
-    return out
+    return [{"prompt": rng.choice(QUESTION_TEMPLATES).format(a=a, b=b), "answer": str(a + b)}
+            for a, b in arith.distinct_pairs(pairs(split), n, rng)]
 
 
 def evaluate(model, tokenizer, rows: list[dict], max_new_tokens: int = 12, batch_size: int = 64) -> dict:

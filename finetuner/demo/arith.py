@@ -18,6 +18,7 @@ generalisation, not memorisation.
 from __future__ import annotations
 
 import hashlib
+import json
 import random
 import re
 
@@ -64,17 +65,22 @@ def make_problem(rng: random.Random, split: str = "train") -> dict:
             return {"question": question(a, b, rng), "answer": str(a + b), "a": a, "b": b}
 
 
+def distinct_pairs(pool: list[tuple[int, int]], n: int, rng: random.Random):
+    """n pairs of `pool`: distinct until it is used up, then it cycles, each pass shuffled. A generator, so a
+    caller drawing from `rng` between pairs (a phrasing per problem) keeps one seeded sequence."""
+    made = 0
+    while made < n:
+        order = pool[:]
+        rng.shuffle(order)
+        for pair in order[: n - made]:
+            made += 1
+            yield pair
+
+
 def _sample(n: int, seed: int, split: str) -> list[dict]:
     """n problems of `split`; distinct operand pairs until the split is used up, then it cycles."""
     rng = random.Random(seed)
-    pool = pairs(split)
-    out: list[dict] = []
-    while len(out) < n:
-        order = pool[:]
-        rng.shuffle(order)
-        for a, b in order[: n - len(out)]:
-            out.append({"question": question(a, b, rng), "answer": str(a + b)})
-    return out
+    return [{"question": question(a, b, rng), "answer": str(a + b)} for a, b in distinct_pairs(pairs(split), n, rng)]
 
 
 def sft_rows(n: int = 200, seed: int = 0) -> list[dict]:
@@ -156,3 +162,15 @@ def evaluate(model, tokenizer, rows: list[dict], max_new_tokens: int = 12, batch
         "format": sum(is_format(t) for t in texts) / n,
         "accuracy": sum(is_correct(t, r["answer"]) for t, r in zip(texts, rows)) / n,
     }
+
+
+def labelled(rows: list[dict]) -> list[dict]:
+    """Prompt rows with their SFT answer in the demo's format: prompt, completion "Answer: N", answer."""
+    return [{"prompt": r["prompt"], "completion": f"Answer: {r['answer']}", "answer": r["answer"]} for r in rows]
+
+
+def write_jsonl(path, rows: list[dict]) -> None:
+    """The examples' data files (examples/*/make_data.py), one JSON object per line."""
+    with open(path, "w", encoding="utf-8") as fh:
+        for row in rows:
+            fh.write(json.dumps(row) + "\n")
