@@ -36,13 +36,11 @@ def _run(args):
 
 
 def results_table(results: dict) -> str:
-    """The Evaluate tab's summary as text: one row per model, a column per grader (× weight), the weighted
-    total, grader errors and mean answer length in characters."""
-    graders = [g["name"] for g in results["graders"]]
-    weights = {g["name"]: g["weight"] for g in results["graders"]}
-    headers = ["model", *[f"{g} (×{weights[g]:g})" for g in graders], "total", "errors", "chars"]
-    rows = [[m["label"], *[f"{m['scores'][g]:.3f}" for g in graders], f"{m['total']:.3f}",
-             str(sum(m["errors"].values())), f"{m['mean_chars']:.0f}"] for m in results["models"].values()]
+    """The Evaluate tab's summary (evaluation.heldout.summary_table) as aligned text."""
+    from finetuner.evaluation.heldout import summary_table
+
+    table = summary_table(results)
+    headers, rows = table["headers"], [[str(c) for c in row] for row in table["data"]]
     widths = [max(len(r[i]) for r in [headers, *rows]) for i in range(len(headers))]
     line = lambda cells: "  ".join(c.ljust(w) if i == 0 else c.rjust(w)  # noqa: E731
                                    for i, (c, w) in enumerate(zip(cells, widths)))

@@ -304,3 +304,17 @@ def chat_reply(model_name: str, adapter: str | None, history: list[dict], temper
     with MODELS.use(model_name, adapter, quantization, trust) as (model, tok):
         return generate(model, tok, [messages], n=1, max_new_tokens=int(max_new_tokens),
                         temperature=float(temperature), template_kwargs=template_kwargs)[0][0]
+
+
+def summary_table(results: dict | None) -> dict:
+    """{"headers", "data"} of a results object: one row per model, one column per grader (× its weight), the
+    weighted total, grader errors and the mean answer length in characters. The Evaluate tab shows it as a
+    table, `python -m finetuner evaluate` prints it as text."""
+    if not results:
+        return {"headers": ["model", "total"], "data": []}
+    graders = [g["name"] for g in results["graders"]]
+    weights = {g["name"]: g["weight"] for g in results["graders"]}
+    headers = ["model", *[f"{g} (×{weights[g]:g})" for g in graders], "total", "errors", "chars"]
+    data = [[m["label"], *[f"{m['scores'][g]:.3f}" for g in graders], f"{m['total']:.3f}",
+             sum(m["errors"].values()), f"{m['mean_chars']:.0f}"] for m in results["models"].values()]
+    return {"headers": headers, "data": data}

@@ -20,21 +20,6 @@ CELL_CHARS = {"prompt": 160, "reference": 120, "answer": 200}
 ROW_HINT = "*Click a row of the table to read it in full, with every grader's score.*"
 
 
-def summary_table(results: dict | None) -> dict:
-    """{"headers", "data"}: one row per model, one column per grader, the weighted total, grader errors and
-    the mean answer length in characters."""
-    if not results:
-        return {"headers": ["model", "total"], "data": []}
-    graders = [g["name"] for g in results["graders"]]
-    weights = {g["name"]: g["weight"] for g in results["graders"]}
-    headers = ["model", *[f"{g} (×{weights[g]:g})" for g in graders], "total", "errors", "chars"]
-    data = []
-    for m in results["models"].values():
-        data.append([m["label"], *[f"{m['scores'][g]:.3f}" for g in graders], f"{m['total']:.3f}",
-                     sum(m["errors"].values()), f"{m['mean_chars']:.0f}"])
-    return {"headers": headers, "data": data}
-
-
 def reference_text(sample: dict) -> str:
     """What a held-out row's answers are compared with: its reference answer (`completion`, which the data
     stages may carry as REFERENCE_COLUMN: graders.reward.grader_item names it back), else the row's other

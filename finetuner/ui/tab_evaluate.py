@@ -21,7 +21,7 @@ from graders.errors import FinetunerError, RunError
 from finetuner.runs import ACTIVE_STATES, list_runs, open_run, refresh_state
 from finetuner.ui import figures
 from finetuner.ui.context import AppContext, Shared, bind, safe
-from finetuner.ui.eval_tables import COMPARE_FILTERS, ROW_HINT, comparison_table, row_detail, summary_table
+from finetuner.ui.eval_tables import COMPARE_FILTERS, ROW_HINT, comparison_table, row_detail
 from finetuner.ui.tab_monitor import run_choices
 from finetuner.ui.tab_shown import on_shown
 
@@ -91,7 +91,7 @@ def show_run(ctx: AppContext, run_id: str, a: str | None = None, b: str | None =
     if newer:
         status += (f" New since then: {', '.join(newer)}; press **Evaluate** again to include "
                    f"{'it' if len(newer) == 1 else 'them'}.")
-    return (status, summary_table(results),
+    return (status, ev.summary_table(results),
             figures.eval_bar_figure(results or {}),
             gr.update(choices=[c for c in keys if c[1] in done], value=a),
             gr.update(choices=[c for c in keys if c[1] in done], value=b),
