@@ -28,13 +28,7 @@ SMALL = (2, 9)    # the single digit
 BUCKETS = 8
 SPLIT_OF_BUCKET = {0: "eval", 1: "val"}  # every other bucket is "train"
 
-QUESTION_TEMPLATES = [
-    "What is {a}+{b}?",
-    "What is {a} + {b}?",
-    "What is {a} plus {b}?",
-    "Compute {a}+{b}.",
-    "Add {a} and {b}.",
-]
+QUESTION_TEMPLATES = arith.QUESTION_TEMPLATES[:5]  # the tiny demo's phrasings but "{a}+{b}=?"
 
 
 def split_of(a: int, b: int) -> str:
