@@ -1,4 +1,4 @@
-"""`python -m finetuner bench [--quick] [--out FILE.json] [--only train,graders,ui]` (which runs
+"""`python -m finetuner bench [--quick] [--out FILE.json] [--only train,graders,ui,rollouts,rl]` (which runs
 `python -m benchmarks` with the same flags): the project's speed figures, measured side by side in one
 invocation, with a short table and one JSON object. The benchmark lives outside the engine: it may import
 anything (the engine, the UI's handlers), and nothing in the engine imports it.
@@ -10,6 +10,12 @@ anything (the engine, the UI's handlers), and nothing in the engine imports it.
 - graders: trivial Python grades/s through the sandbox pool, LLM judge concurrency speed-up against a
   loopback server (benchmarks/bench_graders.py, in its own process); seconds until the sandbox stops a
   runaway grader (benchmarks/sandbox.py).
+- rollouts (only with --only): GRPO rollout generation, tokens/s, through the engine's own trainer: plain
+  `generate` vs a static cache vs transformers' continuous batching, on the built-in and the real small model,
+  with the share of identical greedy outputs (benchmarks/rollouts.py).
+- rl (only with --only, about an hour on 2 CPU cores): the `rft.algorithm` presets with the curriculum off and
+  on, on the demo task, 3 seeds: held-out accuracy, steps to a threshold, zero-signal groups, seconds
+  (benchmarks/rl.py; its table is printed after the main one).
 - ui: `python app.py` to a served page, Launch to the first point in the Monitor's loss chart (the Monitor's
   handler polling the run folder, no browser), the Monitor refresh on 100,000 metric lines
   (benchmarks/ui.py).
@@ -26,13 +32,15 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 from graders.errors import FinetunerError
 
 ROOT = Path(__file__).resolve().parent.parent
-SECTIONS = ("train", "graders", "ui")
+SECTIONS = ("train", "graders", "ui", "rollouts", "rl")
+DEFAULT = ("train", "graders", "ui")  # rollouts (~5 min) and rl (~1 h) run when named in --only
 
 # (key, label, target text, passes(value) or None, format)
 TABLE = [
@@ -56,11 +64,14 @@ TABLE = [
     ("ui_refresh_first_ms_100k", "Monitor first load, 100k lines (ms)", "", None, "{:.0f}"),
     ("ui_refresh_ms_100k", "Monitor refresh, 100k lines (ms)", "< 200", lambda v: v < 200, "{:.0f}"),
 ]
+from benchmarks.rollouts import TABLE_ROWS as _ROLLOUTS  # noqa: E402 - its rows after the rest
+
+TABLE += _ROLLOUTS
 
 
 def parse_only(text: str | None) -> list[str]:
     if not text:
-        return list(SECTIONS)
+        return list(DEFAULT)
     wanted = [s.strip() for s in text.split(",") if s.strip()]
     unknown = [s for s in wanted if s not in SECTIONS]
     if unknown or not wanted:
@@ -150,6 +161,22 @@ def run_bench(quick: bool = False, out: str | None = None, only: str | None = No
         details["ui"] = {"app_start_s": starts, "launch_to_first_point_s": launches, "monitor": m}
         result.update(app_start_s=min(starts), launch_to_first_point_s=min(launches), ui_refresh_ms_100k=m["tick_ms"],
                       ui_refresh_first_ms_100k=m["first_ms"], ui_refresh_idle_ms=m["idle_ms"])
+    if "rollouts" in sections:
+        from benchmarks import rollouts
+
+        say("rollouts: GRPO generation through TimedGRPOTrainer, generate vs static cache vs continuous batching")
+        r = rollouts.run(quick)
+        details["rollouts"] = r
+        result.update(r)
+    if "rl" in sections:
+        from benchmarks import rl
+
+        say("rl: the rft.algorithm presets, curriculum off and on, on the demo task (benchmarks/rl.py)")
+        with tempfile.TemporaryDirectory() as tmp:
+            r = (rl.bench(6, [0], ["today", "dapo+adarft"], 20, Path(tmp), say) if quick else
+                 rl.bench(100, [0, 1, 2], list(rl.ARMS), 80, Path(tmp), say))
+        details["rl"] = r
+        say(rl.markdown(r))
     result["details"] = details
     result["seconds"] = time.perf_counter() - started
     say(table(result))
@@ -198,7 +225,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m finetuner bench", description="Finetuner's speed figures.")
     p.add_argument("--quick", action="store_true", help="one short run of each (under a minute), for tests")
     p.add_argument("--out", metavar="FILE.json", help="also write the results as one JSON object")
-    p.add_argument("--only", metavar="SECTIONS", help="comma-separated: train, graders, ui (default: all)")
+    p.add_argument("--only", metavar="SECTIONS", help="comma-separated: train, graders, ui, rollouts, rl "
+                   "(default: train, graders, ui)")
     args = p.parse_args(argv)
     try:
         run_bench(quick=args.quick, out=args.out, only=args.only)

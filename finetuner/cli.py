@@ -1,6 +1,6 @@
 """`python -m finetuner <verb>`: the headless face of the engine.
 
-Verbs: train, stop, runs, explain, check-data, test-grader, demo, bench; evaluate, export, chat live in
+Verbs: train, stop, runs, explain, check-data, test-grader, demo, bench, make-task; evaluate, export, chat live in
 cli_runs.py. Heavy libraries are imported inside the
 verbs so `--help` and `explain` answer at once. A FinetunerError prints its message (what, where, what to
 do) and exits 2; no traceback is shown for mistakes a user can fix.
@@ -211,6 +211,21 @@ def cmd_bench(args) -> int:
     return subprocess.run([sys.executable, "-m", "benchmarks", *flags], cwd=root, env=env).returncode
 
 
+def cmd_make_task(args) -> int:
+    from finetuner.config import yaml_text
+    from finetuner.data import gym_tasks
+
+    if args.list or not args.task:
+        for name, what in gym_tasks.TASKS.items():
+            print(f"{name:24} {what}")
+        return 0
+    train, held = gym_tasks.make_files(args.task, args.size, args.difficulty, args.seed, args.out)
+    run_yaml = Path(args.out) / "run.yaml"
+    run_yaml.write_text(yaml_text(gym_tasks.run_config(args.task, args.difficulty, args.model)), encoding="utf-8")
+    print(f"wrote {train}, {held} and {run_yaml}; train with: python -m finetuner train {run_yaml}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m finetuner",
                                 description="Finetuner: SFT, RFT (GRPO with your graders) or SFT then RFT, "
@@ -259,6 +274,16 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--out", metavar="FILE.json", help="also write the results as one JSON object")
     b.add_argument("--only", metavar="SECTIONS", help="comma-separated: train, graders, ui (default: all)")
     b.set_defaults(func=cmd_bench)
+
+    m = sub.add_parser("make-task", help="a ready-made verifiable RFT task (reasoning-gym): data + grader + run.yaml")
+    m.add_argument("task", nargs="?", help="task name (see --list)")
+    m.add_argument("--list", action="store_true", help="print the tasks and what each asks")
+    m.add_argument("--size", type=int, default=500, help="training rows (the held-out file gets 10%% more)")
+    m.add_argument("--difficulty", choices=("easy", "medium", "hard", "mixed"), default="mixed")
+    m.add_argument("--seed", type=int, default=0)
+    m.add_argument("--out", default="gym-task", help="folder for train.jsonl, eval.jsonl and run.yaml")
+    m.add_argument("--model", default="smollm2-135m", help="model in run.yaml (tiny knows only sums)")
+    m.set_defaults(func=cmd_make_task)
 
     cli_runs.add_parsers(sub)  # evaluate, export, chat: the Evaluate and Runs tabs, headless
     return p

@@ -1,4 +1,4 @@
-"""Built-in graders that need no code: string_check, regex, json_schema, length.
+"""Built-in graders that need no code: string_check, regex, json_schema, length, overlong.
 
 `string_check` follows OpenAI's fields (`input`, `reference`, `operation`: eq, ne (or neq), like, ilike). The others
 are ours: `regex` (search / match / fullmatch, flags, a templated pattern), `json_schema` (the output parses
@@ -243,3 +243,55 @@ class Length(Grader):
             tol = self.tolerance or max(1.0, (self.max if n > (self.max or 0) else self.min) or 1.0)
             score = max(0.0, 1.0 - over / tol)
         return GradeResult(score, log=f"{n} {self.unit} outside {bounds} by {over:g}")
+
+
+class SoftOverlong(Grader):
+    """DAPO's soft overlong punishment (arXiv 2503.14476; TRL's `trl.rewards.get_soft_overlong_punishment`):
+    0 up to `max_tokens - cache_tokens`, then linear down to -1 at `max_tokens`, -1 beyond. A penalty, not a
+    goal: add it next to the graders that score the answer, so length only costs reward near the limit.
+
+    Tokens are counted with `tokenizer` (a model folder or Hub id, as for `length`; give the run's model so the
+    count matches `rft.max_completion_length`), or, without one, as whitespace-separated words."""
+
+    type = "overlong"
+    FIELDS = {"input", "max_tokens", "cache_tokens", "tokenizer"}
+
+    def __init__(self, name, input: Template, max_tokens: int, cache_tokens: int, tokenizer=None, weight=1.0):
+        super().__init__(name, weight)
+        self.input, self.max_tokens, self.cache_tokens, self.tokenizer = input, max_tokens, cache_tokens, tokenizer
+
+    @classmethod
+    def from_spec(cls, r: SpecReader, base_dir: str):
+        hi = r.number("max_tokens", None, lo=1)
+        if hi is None:
+            raise r.error("max_tokens", "is missing: give the longest completion, in tokens (e.g. the run's "
+                          "`rft.max_completion_length`).")
+        cache = r.number("cache_tokens", None, lo=1)
+        if cache is None or cache > hi:
+            raise r.error("cache_tokens", f"must be a number from 1 to max_tokens ({hi:g}): the last tokens before "
+                          "the limit over which the penalty grows to -1 (DAPO used 4096 of 20480).")
+        tokenizer = r.text("tokenizer", None)
+        if tokenizer and base_dir and os.path.exists(os.path.join(base_dir, tokenizer)):
+            tokenizer = os.path.join(base_dir, tokenizer)
+        return cls(r.name, r.template("input", OUTPUT), int(hi), int(cache), tokenizer, r.number("weight", 1.0))
+
+    def measure(self, text: str) -> int:
+        if not self.tokenizer:
+            return len(text.split())
+        try:
+            tok = _tokenizer(self.tokenizer)  # shared with `length`: one load per tokenizer
+        except Exception as err:  # noqa: BLE001 - any loading failure is the same story for the user
+            raise GraderFailure("runtime_error", f"cannot load tokenizer '{self.tokenizer}': {err}") from None
+        return len(tok(text, add_special_tokens=False)["input_ids"])
+
+    def score(self, n: int) -> float:
+        start = self.max_tokens - self.cache_tokens
+        if n <= start:
+            return 0.0
+        return (start - n) / self.cache_tokens if n <= self.max_tokens else -1.0
+
+    def _grade_one(self, sample, item):
+        n = self.measure(self.input.render(sample, item))
+        unit = "tokens" if self.tokenizer else "words"
+        return GradeResult(self.score(n), log=f"{n} {unit}; penalty from {self.max_tokens - self.cache_tokens} "
+                                              f"to {self.max_tokens}")

@@ -39,7 +39,8 @@ class DryRunReport:
         self.names = [g.name for g in graders]
         self.weights = {g.name: g.weight for g in graders}
         self.results, self.k = results, k
-        self.range = _total_range(graders)
+        self.range = total_range(graders)
+        self.threshold = 0.5  # rft.pass_threshold: the share of the most the graders give that counts as a pass
 
     # -- numbers
     @property
@@ -112,6 +113,30 @@ class DryRunReport:
             out.append(f"no learning signal: every sample got the same reward ({totals[0]:g}).")
         return out
 
+    @property
+    def pass_rate(self) -> float:
+        passed = [pass_share(r.total, self.range, self.weights.values()) >= self.threshold for r in self.results]
+        return sum(passed) / len(passed) if passed else 0.0
+
+    def advice(self) -> str:
+        """For samples of the model (several per prompt): whether RFT has anything to learn, with the numbers.
+        "" for a column's texts (a reference answer says nothing about the model)."""
+        if self.k < 2 or not self.results:
+            return ""
+        rate, n = self.pass_rate, len(self.results)
+        rates = pass_rates(self, self.threshold)
+        mixed = sum(1 for p in rates if 0 < p < 1)
+        said = (f"The model passes {rate:.0%} of {n} samples ({len(rates)} prompts x {self.k}; a pass is a total of "
+                f"at least {self.threshold:.0%} of the most the graders give)")
+        if rate > 0.95:
+            return (f"{said}: RFT has little to learn. Use harder prompts or a stricter grader, or skip RFT.")
+        if rate <= 0.02:
+            return (f"{said}: RFT has nothing to reinforce yet. Teach the format with SFT first (method SFT then "
+                    f"RFT), or turn on the curriculum (rft.curriculum: adarft), which starts with the prompts it "
+                    f"can solve.")
+        return (f"{said}: RFT has a learning signal; {mixed} of {len(rates)} prompts have both passing and failing "
+                f"samples, which is what GRPO learns from.")
+
     # -- output
     def rows_json(self) -> list[dict]:
         out = []
@@ -144,6 +169,7 @@ class DryRunReport:
             "constant_groups": (sum(1 for g in groups if max(g) - min(g) < 1e-9) / len(groups)) if groups else None,
             "mean_group_std": (sum(_std(g) for g in groups) / len(groups)) if groups else None,
             "warnings": self.warnings(),
+            "pass_rate": self.pass_rate if self.k > 1 else None, "advice": self.advice(),
         }
 
     def text(self, max_rows: int = 50) -> str:
@@ -177,6 +203,8 @@ class DryRunReport:
             out.append(f"  {hist['edges'][i]:>8.3f} .. {hist['edges'][i + 1]:<8.3f} {'#' * round(30 * count / peak)}"
                        f" {count}")
         out += [f"WARNING: {w}" for w in summary["warnings"]]
+        if summary["advice"]:
+            out.append(f"ADVICE: {summary['advice']}")
         return "\n".join(out)
 
 
@@ -190,7 +218,8 @@ def _clip(text: str, n: int) -> str:
     return text if len(text) <= n else text[: n - 3] + "..."
 
 
-def _total_range(graders: list[Grader]):
+def total_range(graders: list[Grader]):
+    """(lowest, highest) weighted total the graders can give, or None when one has no fixed range (Python)."""
     lo = hi = 0.0
     for g in graders:
         if g.score_range is None:
@@ -198,6 +227,21 @@ def _total_range(graders: list[Grader]):
         a, b = g.weight * g.score_range[0], g.weight * g.score_range[1]
         lo, hi = lo + min(a, b), hi + max(a, b)
     return (lo, hi)
+
+
+def pass_share(total: float, span: tuple | None, weights) -> float:
+    """A total as a share of the most the graders can give (0..1). Without a fixed range (a Python grader),
+    the span is 0 to the sum of the positive `weights`, as if every grader gave 0 to 1."""
+    lo, hi = span if span else (0.0, sum(max(w, 0.0) for w in weights))
+    return 0.0 if hi <= lo else min(1.0, max(0.0, (total - lo) / (hi - lo)))
+
+
+def pass_rates(report: "DryRunReport", threshold: float) -> list[float]:
+    """Per row of a dry run, the share of its samples that pass (`pass_share` >= threshold)."""
+    rows: dict[int, list[bool]] = {}
+    for r in report.results:
+        rows.setdefault(r.row, []).append(pass_share(r.total, report.range, report.weights.values()) >= threshold)
+    return [sum(v) / len(v) for _, v in sorted(rows.items())]
 
 
 def dry_run(graders: list[Grader], rows, *, samples=None, sample_column: str | None = None,

@@ -33,6 +33,7 @@ class _Batch:
         self.prompts, self.completions, self.samples, self.items = prompts, completions, samples, items
         self.results: dict[str, list[GradeResult]] = {}
         self.tag: dict = {}  # what the caller said about this batch when it was made (e.g. step, split)
+        self.rows: list[dict] = []  # one per completion, all graders merged, once every grader scored it
         self.started = time.monotonic()
         self.ended = self.started
 
@@ -48,6 +49,9 @@ class RewardBridge:
         # Stamped on every row of the batches graded from now on; the trainer sets it as it generates
         # (the step the rollouts will train, train or eval), since grading happens before that step is logged.
         self.tag: dict = {}
+        # Called as fn(rows, items, tag, log_metric) when every grader has scored a batch (outside the lock):
+        # the engine's curriculum follows the reward this way.
+        self.listeners: list = []
         self._reset_stats()
 
     def _reset_stats(self):
@@ -129,6 +133,9 @@ class RewardBridge:
             _push(log_metric, f"graders/{grader.name}/errors", errors)
             _push(log_metric, f"graders/{grader.name}/error_rate", errors / len(results))
             _push(log_metric, f"graders/{grader.name}/grading_s", time.monotonic() - started)
+        if finished is not None:
+            for listener in self.listeners:
+                listener(finished.rows, finished.items, finished.tag, log_metric)
         if finished is not None and log_metric is not None:
             total = sum(len(r) for r in finished.results.values())
             failed = sum(1 for rs in finished.results.values() for r in rs if not r.ok)
@@ -143,7 +150,8 @@ class RewardBridge:
         """Called under the lock when every grader has scored `batch`: make its rows, collect judge stats."""
         self._batches.remove(batch)
         self._grading_s += batch.ended - batch.started
-        self._done_rows.extend(self._rows(batch))
+        batch.rows = self._rows(batch)
+        self._done_rows.extend(batch.rows)
         collected = {}
         for g in self.graders:
             stats = g.drain_stats()

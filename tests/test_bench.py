@@ -77,7 +77,8 @@ def test_bench_config_matches_what_the_plain_script_reads():
 
 
 def test_only_names_sections_and_refuses_unknown_ones():
-    assert bench.parse_only(None) == ["train", "graders", "ui"]
+    assert bench.parse_only(None) == ["train", "graders", "ui"]  # the long rollouts and rl only when named
+    assert bench.parse_only("rl,rollouts") == ["rl", "rollouts"]
     assert bench.parse_only("ui, graders") == ["ui", "graders"]
     with pytest.raises(FinetunerError, match="Choose from train, graders, ui"):
         bench.parse_only("train,gpu")

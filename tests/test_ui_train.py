@@ -147,9 +147,9 @@ def test_project_loaded_from_outside_sets_every_control(ctx):
     n = len(tab_train.FIELDS)
     by_name = dict(zip(tab_train.FIELDS, out[:n]))
     assert by_name["name"] == "arithmetic" and by_name["method"] == "sft+rft" and by_name["rft.num_generations"] == 8
-    sft_section, rft_section = out[n], out[n + 1]
-    assert sft_section["visible"] and rft_section["visible"]
-    assert "name: arithmetic" in out[n + 4]
+    sft_section, rft_section, recipe_box = out[n], out[n + 1], out[n + 2]
+    assert sft_section["visible"] and rft_section["visible"] and recipe_box["visible"]
+    assert "name: arithmetic" in out[n + 5]
 
 
 def _in_tab(block, ids) -> bool:

@@ -114,8 +114,60 @@ class RFTConfig:
                                 "0: no limit.")
     temperature: float = _f(1.0, above=0.0, help="Sampling temperature for rollouts; higher explores more.")
     beta: float = _f(0.0, lo=0.0, help="KL penalty towards the starting model (0: none, saves memory and time).")
-    loss_type: str = _f("dapo", "GRPO loss normalisation (TRL's `loss_type`).",
-                        ("grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo"))
+    algorithm: str = _f("dapo", "The RL recipe, as its paper recommends it (each sets the `auto` fields below; a "
+                        "field you set yourself wins). `grpo`: DeepSeekMath's GRPO (arXiv 2402.03300), per-sequence "
+                        "loss and per-group std scaling; TRL calls it not recommended, it favours short right answers "
+                        "and long wrong ones. `dr_grpo`: Dr. GRPO (arXiv 2503.20783) removes that length bias and the "
+                        "std scaling's difficulty bias. `dapo`: DAPO (arXiv 2503.14476) token-level loss, clip-higher "
+                        "(epsilon_high 0.28) so rare good tokens can grow, truncated completions masked. `gspo`: GSPO "
+                        "(arXiv 2507.18071) sequence-level importance ratios, steadier with long completions. "
+                        "`custom`: only the fields below, `auto` meaning TRL's own default.",
+                        ("grpo", "dr_grpo", "dapo", "gspo", "custom"))
+    loss_type: str = _f("auto", "GRPO loss normalisation (TRL's `loss_type`); `auto`: as `rft.algorithm` sets.",
+                        ("auto", "grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo"))
+    scale_rewards: str = _f("auto", "How rewards are scaled into advantages (TRL's `scale_rewards`): `group` divides by "
+                            "each prompt's std, `batch` by the whole batch's, `none` not at all; `auto`: as "
+                            "`rft.algorithm` sets.", ("auto", "group", "batch", "none"))
+    importance_sampling_level: str = _f("auto", "`token` or `sequence` (GSPO) importance ratios (TRL's field); `auto`: "
+                                        "as `rft.algorithm` sets.", ("auto", "token", "sequence"))
+    epsilon: float = _f(0.0, lo=0.0, help="Lower clipping range of the policy ratio (TRL's `epsilon`); 0: as "
+                        "`rft.algorithm` sets (0.2; GSPO 3e-4). Clipping acts only when a batch is reused off-policy.")
+    epsilon_high: float = _f(0.0, lo=0.0, help="Upper clipping range (TRL's `epsilon_high`, DAPO's clip-higher); 0: as "
+                             "`rft.algorithm` sets (DAPO 0.28, GSPO 4e-4, else equal to `epsilon`).")
+    mask_truncated_completions: str = _f("auto", "Leave completions cut at `max_completion_length` out of the loss "
+                                         "(DAPO's advice: a cut answer is not a wrong one); `auto`: as "
+                                         "`rft.algorithm` sets.", ("auto", "on", "off"))
+    top_entropy_quantile: float = _f(1.0, lo=0.0, hi=1.0, help="Train only on this top share of tokens by entropy "
+                                     "(TRL's field, 'Beyond the 80/20 rule', arXiv 2506.01939: 0.2 keeps the forking "
+                                     "tokens); 1: every token.")
+    reward_aggregation: str = _f("sum", "With several graders: `sum` adds the weighted scores, then normalises "
+                                 "(TRL's default); `normalize_then_sum` normalises each grader within its group "
+                                 "first (GDPO), so a grader with a small spread is not drowned by a large one.",
+                                 ("sum", "normalize_then_sum"))
+    curriculum: str = _f("none", "`adarft`: AdaRFT's curriculum (arXiv 2504.05520): a target difficulty T follows the "
+                         "reward, T <- clip(T + eta * tanh(alpha * (reward - target_reward)), 0, 100), and each batch "
+                         "takes the prompts whose difficulty is closest to T, so few groups are all right or all "
+                         "wrong. `none`: prompts in shuffled order.", ("none", "adarft"))
+    difficulty: str = _f("auto", "Where each prompt's difficulty (0 easy to 100 hard) comes from: `column` (the "
+                         "`difficulty_column`, rescaled to 0-100), `measured` (100 x (1 - pass rate) of "
+                         "`curriculum_samples` samples of the model that starts RFT, before its first step), `auto`: "
+                         "the column when the data has it, else measured.", ("auto", "column", "measured"))
+    difficulty_column: str = _f("difficulty", required=True, help="Column holding each prompt's difficulty (numbers; "
+                                "a ready-made task writes it).")
+    curriculum_samples: int = _f(4, lo=1, help="Samples per prompt when difficulty is measured.")
+    curriculum_rows: int = _f(512, lo=1, help="Prompts measured when difficulty is measured (the curriculum then draws "
+                              "from these); measuring costs one generation of `curriculum_samples` per prompt.")
+    curriculum_target_reward: float = _f(0.5, lo=0.0, hi=1.0, help="AdaRFT's beta: the pass rate the curriculum "
+                                         "steers to (0.5: half right, the most signal per group).")
+    curriculum_alpha: float = _f(2.0, above=0.0, help="AdaRFT's alpha: sensitivity of T to the reward gap.")
+    curriculum_eta: float = _f(50.0, above=0.0, help="AdaRFT's eta: the largest step of T, in difficulty points.")
+    curriculum_start: float = _f(0.0, lo=0.0, hi=100.0, help="Target difficulty T at the first step (AdaRFT: 0).")
+    pass_threshold: float = _f(0.5, lo=0.0, hi=1.0, help="A completion passes when its total reward, as a share of "
+                               "the most the graders can give, reaches this; used for the pass rate, measured "
+                               "difficulty and the dry run's advice.")
+    guardrail_stop: bool = _f(False, "Stop the run when a reward-hacking guardrail fires (length growing much faster "
+                              "than reward, train reward up while eval reward falls, ...). Off: warn only, on the "
+                              "Monitor and in status.json.")
     lr_scheduler: str = _f("constant", "Learning-rate schedule.", ("constant", "linear", "cosine",
                                                                     "constant_with_warmup"))
     warmup_ratio: float = _f(0.0, lo=0.0, hi=0.5, help="Share of steps spent warming the learning rate up.")

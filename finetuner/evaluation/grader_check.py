@@ -54,7 +54,9 @@ def dry_run_config(cfg, rows: int = 20, samples: str = "column", k: int = 4, sam
             outs = generate(model, tok, prompts, n=k, max_new_tokens=cfg.rft.max_completion_length,
                             temperature=cfg.rft.temperature, seed=cfg.seed,
                             template_kwargs=cfg.model.chat_template_kwargs)
-            return dry_run(graders, items, samples=outs)
+            report = dry_run(graders, items, samples=outs)
+            report.threshold = cfg.rft.pass_threshold
+            return report
         tok = load_tokenizer(cfg.model.name, cfg.model.trust_remote_code)
         _prompts, items = rft_items(cfg, tok, rows)
         column = sample_column or "completion"

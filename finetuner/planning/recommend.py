@@ -61,10 +61,13 @@ def verifiable_graders(specs: list[dict]) -> bool | None:
 
 
 def base_pass_rate(dry_run: dict | None) -> float | None:
-    """The base model's mean reward as a share of the reward range, from a dry run on base-model samples
+    """The base model's pass rate (the dry run's share of passing samples; from an older summary, its mean reward
+    as a share of the reward range), from a dry run on base-model samples
     (a run on a data column measures the graders, not the model, so it says nothing here)."""
     if not dry_run or dry_run.get("source") != "base" or dry_run.get("mean") is None:
         return None
+    if dry_run.get("pass_rate") is not None:  # the share of samples that pass (rft.pass_threshold), when known
+        return float(dry_run["pass_rate"])
     # A Python grader declares no range; then each grader is taken as scoring 0..1 (what its editor asks for),
     # so the weighted sum's maximum is the sum of the weights, not 1 (which read any mean over 1 as 100 %).
     weights = [abs(g.get("weight") or 0.0) for g in (dry_run.get("graders") or {}).values()]

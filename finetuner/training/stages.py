@@ -74,6 +74,7 @@ def _grpo_args(cfg, run, device, reward_weights, do_eval: bool) -> dict:
     """GRPOConfig fields. TRL generates `batch_size x grad_accum` completions at once (one generation batch per
     optimizer step), which config.validate keeps a multiple of `num_generations`; the loss is chunked by TRL."""
     from finetuner.planning.gpu_defaults import resolve_vllm, vllm_args
+    from finetuner.training.algorithms import trl_fields
 
     r = cfg.rft
     mode, notice = resolve_vllm(r, device)
@@ -82,24 +83,27 @@ def _grpo_args(cfg, run, device, reward_weights, do_eval: bool) -> dict:
     return dict(
         _common_args(cfg, "rft", run, device),
         num_generations=r.num_generations, max_completion_length=r.max_completion_length,
-        temperature=r.temperature, beta=r.beta, loss_type=r.loss_type, reward_weights=reward_weights,
+        temperature=r.temperature, beta=r.beta, reward_weights=reward_weights, **trl_fields(r),
         eval_strategy="steps" if do_eval else "no", eval_steps=r.eval_steps if do_eval else None,
         per_device_eval_batch_size=r.num_generations * max(1, r.batch_size // r.num_generations),
         log_completions=False, chat_template_kwargs=dict(cfg.model.chat_template_kwargs) or None,
         **vllm_args(r, mode))
 
 
-def build_grpo_trainer(cfg, run, model, tok, data, peft_config, device, bridge, callbacks):
+def build_grpo_trainer(cfg, run, model, tok, data, peft_config, device, bridge, callbacks, curriculum=None):
     from trl import GRPOConfig
 
+    from finetuner.training.algorithms import describe
     from finetuner.training.timed_grpo import TimedGRPOTrainer
 
     r = cfg.rft
     do_eval = bool(r.eval_steps and data.eval is not None and len(data.eval))
     args = GRPOConfig(**_grpo_args(cfg, run, device, bridge.weights, do_eval))
+    log.info(describe(r))
     return TimedGRPOTrainer(model=model, reward_funcs=bridge.reward_funcs, args=args,
                             train_dataset=data.train, eval_dataset=data.eval if do_eval else None,
-                            processing_class=tok, peft_config=peft_config, callbacks=callbacks, bridge=bridge)
+                            processing_class=tok, peft_config=peft_config, callbacks=callbacks, bridge=bridge,
+                            curriculum=curriculum)
 
 
 def adapter_fingerprint(model) -> str:
@@ -264,11 +268,15 @@ def _ended_early(trainer, run: RunFolder, stage: str, tok) -> bool:
     """A stage its run folder callback cut short ends the run: failed with its reason, or stopped by request.
     The adapter is saved either way, so the result is usable and a resume continues it."""
     cb = trainer.run_callback
-    if not (cb.stop_reason or cb.stop_requested):
+    guard = getattr(trainer, "guardrail", None)
+    guard_reason = guard.stop_reason if guard is not None else ""
+    if not (cb.stop_reason or cb.stop_requested or guard_reason):
         return False
     _save_adapter(trainer, run.adapter, tok)
     if cb.stop_reason:
         final(run, "failed", cb.stop_reason)
+    elif guard_reason:  # a guardrail fired with `rft.guardrail_stop`: stopped, not failed; the adapter is usable
+        final(run, "stopped", guard_reason)
     else:
         steps = trainer.state.global_step
         final(run, "stopped", f"Stopped by request at {stage} step {steps}. Adapter saved; resume "
@@ -303,6 +311,12 @@ def _train_stage(cfg, run, stage, model, tok, data, peft_config, device, offset,
     cb = RunFolderCallback(run, stage, offset, bridge=bridge, max_error_rate=cfg.rft.max_grader_error_rate,
                            keep_best=cfg.rft.keep_best if stage == "rft" else 0)
     callbacks = [cb, ProgressCallback(stage)]
+    guard = None
+    if stage == "rft":  # reward-hacking guardrails: status.json `warnings`, review.jsonl, `rft.guardrail_stop`
+        from finetuner.training.guardrails import GuardrailCallback
+
+        guard = GuardrailCallback(run, cfg.graders, cfg.rft.guardrail_stop, cfg.rft.keep_best)
+        callbacks.append(guard)
     scorer = None
     if heldout is not None:
         # After RunFolderCallback, so its step timing leaves the held-out scoring out. The base model is scored
@@ -314,7 +328,9 @@ def _train_stage(cfg, run, stage, model, tok, data, peft_config, device, offset,
         if stage == "sft":
             trainer = build_sft_trainer(cfg, run, model, tok, data, peft_config, device, callbacks)
         else:
-            trainer = build_grpo_trainer(cfg, run, model, tok, data, peft_config, device, bridge, callbacks)
+            curriculum = _curriculum(cfg, run, data, model, tok, bridge, ckpt, callbacks)
+            trainer = build_grpo_trainer(cfg, run, model, tok, data, peft_config, device, bridge, callbacks,
+                                         curriculum)
         # Our ProgressCallback and metrics.jsonl replace the trainer's dict printing.
         trainer.remove_callback(PrinterCallback)
         if faults.enabled():  # the tests' fault injection, one seam; never true outside tests
@@ -328,7 +344,27 @@ def _train_stage(cfg, run, stage, model, tok, data, peft_config, device, offset,
         if scorer is not None:
             scorer.close()
     trainer.run_callback = cb
+    trainer.guardrail = guard
     return trainer
+
+
+def _curriculum(cfg, run, data, model, tok, bridge, ckpt, callbacks):
+    """`rft.curriculum: adarft`: difficulty per row, the curriculum fed by the bridge, its state in every
+    checkpoint and restored from the one resumed. None when off."""
+    if cfg.rft.curriculum == "none":
+        return None
+    from finetuner.training import curriculum as adarft
+    from finetuner.training import distributed
+
+    if distributed.world_size() > 1:
+        raise ConfigError("`rft.curriculum: adarft` runs on one process only for now (every process must draw the "
+                          "same prompts). Set `rft.curriculum: none` for a multi-GPU run.")
+    curr = adarft.prepare(cfg, run, data, model, tok, resume=ckpt is not None)
+    if adarft.load_state(curr, ckpt):
+        log.info("Curriculum resumed at target difficulty %.1f after %d steps.", curr.target, curr.steps)
+    bridge.listeners.append(adarft.CurriculumListener(curr, bridge.graders, cfg.rft.pass_threshold))
+    callbacks.append(adarft.save_callback(curr))
+    return curr
 
 
 def _save_adapter(trainer, path, tok) -> None:

@@ -18,9 +18,25 @@ from trl import GRPOTrainer
 
 
 class TimedGRPOTrainer(GRPOTrainer):
-    def __init__(self, *args, bridge=None, **kwargs):
+    def __init__(self, *args, bridge=None, curriculum=None, **kwargs):
+        self.curriculum = curriculum  # set before TRL builds anything that asks for the sampler
         super().__init__(*args, **kwargs)
         self.bridge = bridge
+
+    def _get_train_sampler(self, dataset=None):
+        """With `rft.curriculum: adarft`, prompts come from the curriculum (training/curriculum.py) in TRL's own
+        layout (whole groups, the block repeated for reuse); else TRL's shuffled RepeatSampler."""
+        if self.curriculum is None:
+            return super()._get_train_sampler(dataset)
+        import math
+
+        from finetuner.training.curriculum import CurriculumSampler
+
+        dataset = dataset if dataset is not None else self.train_dataset
+        self.curriculum.batch_prompts = min(len(dataset), self.args.generation_batch_size // self.num_generations)
+        return CurriculumSampler(self.curriculum, self.num_generations,
+                                 self.num_iterations * self.args.steps_per_generation,
+                                 math.ceil(len(dataset) / self.curriculum.batch_prompts))
 
     def _generate(self, prompts: list):
         if self.bridge is not None:

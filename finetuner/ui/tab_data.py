@@ -18,6 +18,7 @@ from finetuner.config import DataConfig, help_for, iter_fields
 from finetuner.data import check_data, detect_format, split_indices
 from finetuner.planning import recommend
 from graders.errors import DataError
+from finetuner.ui import task_source
 from finetuner.ui.context import AppContext, Shared, bind, safe
 from finetuner.ui.data_view import TOKENIZER_LOCK, display_name, preview_html, report_markdown, save_upload, tokenizer_for
 
@@ -77,6 +78,15 @@ def upload_side_file(ctx: AppContext, key: str, project, file, *settings):
     if key == "eval" and file:
         settings = list(settings)
         settings[SETTINGS.index("eval_mode")] = EVAL_FILE
+    return check(project, *settings)
+
+
+def load_made(project, train: str, held: str, *settings):
+    """Files made here (a ready-made task, ui/task_source.py): train + held-out file, checked for RFT."""
+    project = _with_source(project, train)
+    _data_cfg(project)["eval"] = held
+    settings = list(settings) or [None] * len(SETTINGS)
+    settings[SETTINGS.index("method")], settings[SETTINGS.index("eval_mode")] = "rft", EVAL_FILE
     return check(project, *settings)
 
 
@@ -270,6 +280,7 @@ def build(ctx: AppContext, shared: Shared):
                                  info="Needs the Hub (this app runs offline unless started with FINETUNER_ONLINE=1) "
                                       "or the dataset in the local cache.")
                 hub_btn = gr.Button("Load", scale=0, min_width=80)
+            task_controls = task_source.build_controls()
             method = gr.Radio(METHODS, value="sft", label="This data is for", info=_help("method"))
             with gr.Accordion("Column mapping (when detection is unsure, or to override)", open=False) as col_acc:
                 fmt = gr.Dropdown(list(choices["data.format"]), value="auto", label="Format", info=_help("data.format"))
@@ -305,6 +316,8 @@ def build(ctx: AppContext, shared: Shared):
         handler = bind(ctx, upload_side_file, key)
         comp.upload(safe(handler), [shared.project, comp, *settings], outputs)
         comp.clear(safe(handler), [shared.project, comp, *settings], outputs)
+    task_source.wire(ctx, load_made, task_controls, shared.project, settings,
+                     [*outputs, method, eval_mode, fraction, eval_file])
     checker = safe(check)
     check_btn.click(safe(with_progress(check, 1 + n_settings)), [shared.project, *settings], outputs)
     for comp in (method, fmt, *col_boxes):

@@ -20,7 +20,7 @@ import gradio as gr
 
 from graders.errors import RunError
 from finetuner.runs import ACTIVE_STATES, force_stop, list_runs, open_run, request_stop
-from finetuner.ui import figures, rollouts
+from finetuner.ui import figures, monitor_notes, rollouts
 from finetuner.ui.context import AppContext, Shared, bind, safe
 from finetuner.ui.context import confirm_row as confirm_row_of
 from finetuner.ui.run_watch import get_watch, health_warnings, progress, progress_text
@@ -30,7 +30,7 @@ TICK_SECONDS = 2.0
 TABLE_ROWS = 200  # rollouts shown at once; filters narrow the rest down
 PLOTS = figures.PANELS
 OUTPUTS = (*PLOTS, "progress", "warnings", "stop", "force", "table", "keys", "error_filter", "score_of", "detail",
-           "picker", "seen", "heldout", "heldout_table")
+           "picker", "seen", "heldout", "heldout_table", "notes", "curriculum", "review")
 STATE_COLORS = {"running": "#2f9e44", "queued": "#868e96", "stopping": "#e67700", "finished": "#1c7ed6",
                 "stopped": "#868e96", "failed": "#e03131"}
 
@@ -112,7 +112,8 @@ def _empty_view(text: str = NO_RUN) -> dict:
                force=gr.update(interactive=False),
                table={"headers": ["step", "total", "completion"], "data": []}, keys=[],
                error_filter=gr.skip(), score_of=gr.skip(), detail="", picker=gr.skip(), seen=None,
-               heldout=gr.update(visible=False), heldout_table=gr.update(visible=False))
+               heldout=gr.update(visible=False), heldout_table=gr.update(visible=False), notes="",
+               curriculum=gr.update(visible=False), review="")
     return out
 
 
@@ -151,9 +152,19 @@ def view(ctx: AppContext, req: MonitorRequest, force: bool = False) -> dict:
         figs = watch.figure_cache.get(key)  # shared by every browser watching this run
         if figs is None:
             figs = figures.monitor_figures(watch.columns, opts[0], opts[1], run_id)
-            figs = watch.figure_cache[key] = {**figs, **heldout_outputs(watch.columns, run_id)}
+            cur = monitor_notes.curriculum_figure(watch.columns, opts[0], run_id)
+            figs = watch.figure_cache[key] = {**figs, **heldout_outputs(watch.columns, run_id),
+                                              "curriculum": gr.update(value=cur, visible=cur is not None)}
         out.update(figs)
-        out["warnings"] = _warnings_md(health_warnings(watch))
+        out["review"] = monitor_notes.review_md(monitor_notes.review_rows(run.path))
+    if seen is None or (seen["m"], seen["s"], seen["st"]) != (now["m"], now["s"], now["st"]):
+        zero = monitor_notes.zero_signal_md(watch.columns, watch.samples)
+        guard = watch.status.get("warnings") or []
+        # The guardrails' and the zero-spread notes say it better: the short health lines they cover are dropped.
+        health = [w for w in health_warnings(watch) if not (zero and "same score" in w)
+                  and not (guard and w.startswith("Train reward rose"))]
+        out["warnings"] = _warnings_md(health)
+        out["notes"] = "\n\n".join(t for t in (monitor_notes.guardrail_md(watch.status), zero) if t)
     if seen is None or (seen["m"], seen["st"]) != (now["m"], now["st"]):
         p = progress(watch)
         out["progress"] = _progress_html(p, run_id)
@@ -278,6 +289,7 @@ def build(ctx: AppContext, shared: Shared):
         "Prefer **Stop**, which saves at the end of the current step.", "Yes, kill it now")
     progress_box = gr.HTML()
     warnings_box = gr.Markdown(elem_classes="ft-warn")
+    notes_box = gr.Markdown(elem_classes="ft-warn")  # guardrails and the zero-signal explanation
     with gr.Accordion("Chart options", open=False):
         with gr.Row():
             smoothing = gr.Slider(0, 0.99, value=0.6, step=0.01, label="Smoothing",
@@ -298,6 +310,10 @@ def build(ctx: AppContext, shared: Shared):
         with gr.Row():
             for name in row:
                 plots[name] = gr.Plot(show_label=False)
+            if row == ("memory",):  # shown when the run logs `curriculum/*` (rft.curriculum)
+                curriculum_plot = gr.Plot(show_label=False, visible=False)
+    with gr.Accordion("Highest-scored rollouts to review", open=False):
+        review_box = gr.Markdown()
     with gr.Accordion("Rollouts: what the model wrote and how the graders scored it", open=True):
         gr.Markdown("Newest first, up to 200 rows; narrow them down with the filters. Click a row for the full "
                     "text, every grader's score, error and log, and the rest of its group.", elem_classes="ft-help")
@@ -328,7 +344,7 @@ def build(ctx: AppContext, shared: Shared):
 
     filters = [step_min, step_max, split, err, score_of, score_min, score_max, search]
     outs = [*(plots[n] for n in PLOTS), progress_box, warnings_box, stop_btn, force_btn, table, keys, err,
-            score_of, detail, picker, seen, heldout_plot, heldout_table]
+            score_of, detail, picker, seen, heldout_plot, heldout_table, notes_box, curriculum_plot, review_box]
     view_inputs = [picker, smoothing, log_y, live]
     gr.on(triggers=None, fn=safe(bind(ctx, attach)), inputs=[shared.run_id], outputs=picker)
     reload_btn.click(safe(bind(ctx, attach)), inputs=[picker], outputs=picker)

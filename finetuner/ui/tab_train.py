@@ -23,18 +23,19 @@ from finetuner.planning import step_time
 from finetuner.config import RunConfig, dump_yaml, from_dict, iter_fields, to_dict, yaml_text
 from graders.errors import FinetunerError, RunError
 from finetuner.ui.context import AppContext, Shared, bind, new_project, safe
+from finetuner.ui import rl_recipe
 from finetuner.ui.train_estimate import estimate_markdown, plan_for
 
 INFO = {name: (tp, default, text.replace("`", ""), choices) for name, tp, default, text, choices in iter_fields()}
 ADAPTER = ("model.quantization", "adapter.type", "adapter.r", "adapter.alpha", "adapter.dropout",
            "adapter.target_modules", "model.max_length")
 SFT = tuple(n for n in INFO if n.startswith("sft."))
-RFT = tuple(n for n in INFO if n.startswith("rft."))
+RFT = tuple(n for n in INFO if n.startswith("rft.") and n not in rl_recipe.RECIPE)
 RUN = ("seed", "model.trust_remote_code", "model.chat_template_kwargs", "report_to")
 # model.chat_template_kwargs is a mapping in YAML; the form offers the one setting people change (Qwen3-style
 # thinking) as a choice, and keeps any other mapping a YAML file brought.
 THINKING = {"default": {}, "off": {"enable_thinking": False}, "on": {"enable_thinking": True}}
-FIELDS = ("name", "model.name", "method", *ADAPTER, *SFT, *RFT, *RUN)
+FIELDS = ("name", "model.name", "method", *ADAPTER, *SFT, *rl_recipe.RECIPE, *RFT, *RUN)
 EXTRAS = ("plan", "params_b")
 METHODS = [("SFT", "sft"), ("RFT", "rft"), ("SFT then RFT", "sft+rft")]
 LABELS = {"model.name": "Model", "adapter.r": "Rank (r)", "adapter.type": "Adapter", "max_length": "Max length",
@@ -206,7 +207,8 @@ def use_recommended(project):
 
 
 def method_changed(method):
-    return gr.update(visible="sft" in (method or "")), gr.update(visible="rft" in (method or ""))
+    rft = gr.update(visible="rft" in (method or ""))
+    return gr.update(visible="sft" in (method or "")), rft, rft  # the SFT section, RFT's, the RL recipe box
 
 
 def launch(ctx: AppContext, project, *values):
@@ -342,6 +344,7 @@ def build(ctx: AppContext, shared: Shared):
             with gr.Row():
                 for name in ADAPTER[5:]:
                     comps[name] = control(name)
+            rl_box = rl_recipe.build(comps, control)
             with gr.Accordion("Advanced: SFT stage", open=False) as sft_acc:
                 for name in SFT:
                     comps[name] = control(name)
@@ -379,13 +382,13 @@ def build(ctx: AppContext, shared: Shared):
             getattr(comp, event)(store, inputs, [shared.project])
     for comp in (plan, params_b):
         comp.input(safe(bind(ctx, preview)), inputs, shown)
-    comps["method"].change(method_changed, [comps["method"]], [sft_acc, rft_acc])
+    comps["method"].change(method_changed, [comps["method"]], [sft_acc, rft_acc, rl_box])
     rec_btn.click(safe(use_recommended), [shared.project], [comps["method"]]).then(store, inputs, [shared.project])
     preset_btn.click(safe(apply_preset), [plan, *controls], controls).then(store, inputs, [shared.project])
     launch_btn.click(safe(bind(ctx, launch)), inputs, [shared.run_id, shared.tabs, message])
     # The estimate is redrawn afterwards: the probe's run folder is now an earlier run it reads from.
     probe_btn.click(safe(bind(ctx, measure_step)), inputs, [probe_msg]).then(safe(bind(ctx, preview)), inputs, shown)
-    redraw = [*controls, sft_acc, rft_acc, *shown]
+    redraw = [*controls, sft_acc, rft_acc, rl_box, *shown]
     # Whatever changed the project (these controls, the data, graders or a grader test), redraw from it.
     shared.project.change(safe(bind(ctx, from_project)), [shared.project, plan, params_b], redraw,
                           show_progress="hidden")

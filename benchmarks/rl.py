@@ -1,0 +1,171 @@
+"""`bench --only rl`: the RL recipes side by side on the built-in model's demo task, in one invocation.
+
+One SFT run teaches the demo's "Answer: N" format (the start every RFT arm shares, merged into a model folder so
+each arm trains a fresh adapter from the same weights), then every arm trains the same number of RFT steps,
+for each seed, on the demo's prompts with its two graders (correct, format). An arm is a `rft.algorithm` preset
+(plus `today`: the settings before presets existed, TRL's defaults with loss_type dapo) with the curriculum off
+or on (AdaRFT, difficulty measured from the SFT model's pass rate). The held-out scorer (greedy, 200 problems
+never trained on, every EVAL_EVERY steps) gives what each arm reached.
+
+Per arm, over seeds: the held-out accuracy at the end (mean, min-max), the steps until held-out accuracy first
+reaches the threshold (the SFT start + THRESHOLD_GAIN; an arm that never reaches it counts as the step budget +
+EVAL_EVERY and is marked), the mean share of zero-signal groups (`frac_reward_zero_std`), and seconds (the RFT
+stage's wall time, curriculum measurement included). Runs are in-process and sequential, on a shared machine:
+seconds move by several percent; accuracy and steps do not depend on the clock.
+
+    python -m benchmarks.rl [--steps 60] [--seeds 0,1,2] [--arms today,grpo,...] [--json FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "examples" / "arithmetic"
+EVAL_EVERY = 10
+THRESHOLD_GAIN = 0.05  # held-out accuracy points above the SFT start that count as "reached"
+ARMS = {  # name -> rft fields
+    "today": {"algorithm": "custom"},
+    "grpo": {"algorithm": "grpo"}, "dr_grpo": {"algorithm": "dr_grpo"},
+    "dapo": {"algorithm": "dapo"}, "gspo": {"algorithm": "gspo"},
+    "today+adarft": {"algorithm": "custom", "curriculum": "adarft"},
+    "grpo+adarft": {"algorithm": "grpo", "curriculum": "adarft"},
+    "dr_grpo+adarft": {"algorithm": "dr_grpo", "curriculum": "adarft"},
+    "dapo+adarft": {"algorithm": "dapo", "curriculum": "adarft"},
+    "gspo+adarft": {"algorithm": "gspo", "curriculum": "adarft"},
+}
+
+
+def _demo() -> dict:
+    from finetuner.config import load_config, to_dict
+
+    return to_dict(load_config(EXAMPLE / "run.yaml"))
+
+
+def _train(data: dict, runs: Path):
+    from finetuner.config import from_dict, save_config
+    from finetuner.runs import new_run
+    from finetuner.training.stages import train_run
+
+    cfg = from_dict(data, base_dir=str(EXAMPLE))
+    run = new_run(runs, cfg.name)
+    save_config(cfg, run.config_path)
+    status = train_run(cfg, run)
+    if status.get("state") != "finished":
+        raise RuntimeError(f"{cfg.name}: {status.get('state')}: {status.get('error')}")
+    return run
+
+
+def sft_start(runs: Path, sft_steps: int) -> str:
+    """The shared start: the demo's SFT (fewer steps), merged into a model folder."""
+    from finetuner.runs.export import export_merged
+
+    data = _demo()
+    data.update(name="sft-start", method="sft")
+    data["sft"].update(max_steps=sft_steps, save_steps=100000)
+    data["eval"]["every_steps"] = 0
+    return str(export_merged(_train(data, runs)))
+
+
+def arm_config(model: str, arm: str, seed: int, steps: int) -> dict:
+    data = _demo()
+    data.update(name=f"rl-{arm.replace('+', '-')}-s{seed}", method="rft", seed=seed)
+    data["model"]["name"] = model
+    data["data"].update(train=str(EXAMPLE / "prompts.jsonl"), rft_train="")
+    data["rft"].update(max_steps=steps, logging_steps=1, save_steps=100000, curriculum_rows=512, **ARMS[arm])
+    data["eval"].update(every_steps=EVAL_EVERY, rows=200)
+    return data
+
+
+def summarise(rows: list[dict], start: float | None, steps: int, seconds: float) -> dict:
+    """One arm-seed's numbers from its metrics rows. `start`: the held-out accuracy the threshold counts from
+    (None: this run's own step-0 score)."""
+    held = [(r["step"], r["heldout/correct"]) for r in rows if r.get("stage") == "rft" and "heldout/correct" in r]
+    held.sort()
+    if not held:
+        raise RuntimeError("no held-out scores were logged")
+    begin = held[0][1] if start is None else start
+    reached = next((s for s, acc in held if acc >= begin + THRESHOLD_GAIN and s > 0), None)
+    zero = [r["frac_reward_zero_std"] for r in rows if r.get("stage") == "rft" and "frac_reward_zero_std" in r]
+    return {"start": held[0][1], "final": held[-1][1], "best": max(a for _, a in held),
+            "steps_to_threshold": reached if reached is not None else steps + EVAL_EVERY, "reached": reached is not None,
+            "zero_signal": statistics.mean(zero) if zero else None, "seconds": seconds}
+
+
+def bench(steps: int, seeds: list[int], arms: list[str], sft_steps: int, runs: Path, say=print) -> dict:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    started = time.time()
+    model = sft_start(runs, sft_steps)
+    say(f"shared SFT start ({sft_steps} steps) merged in {time.time() - started:.0f} s")
+    results: dict[str, list[dict]] = {a: [] for a in arms}
+    start_acc = None
+    for seed in seeds:  # seed-major, so a partial run still compares every arm
+        for arm in arms:
+            t0 = time.time()
+            run = _train(arm_config(model, arm, seed, steps), runs)
+            from finetuner.runs import read_jsonl
+
+            rows = read_jsonl(run.metrics_path)[0]
+            one = summarise(rows, start_acc, steps, time.time() - t0)
+            start_acc = one["start"] if start_acc is None else start_acc
+            results[arm].append(one)
+            say(f"  seed {seed} {arm:15s} final {one['final']:.3f}  steps-to-threshold {one['steps_to_threshold']}"
+                f"{'' if one['reached'] else ' (not reached)'}  zero-signal {one['zero_signal']:.2f}  "
+                f"{one['seconds']:.0f} s")
+    table = {arm: _aggregate(rs) for arm, rs in results.items() if rs}
+    return {"steps": steps, "seeds": seeds, "sft_steps": sft_steps, "start_accuracy": start_acc,
+            "threshold": (start_acc or 0) + THRESHOLD_GAIN, "arms": table, "runs": results,
+            "seconds": time.time() - started}
+
+
+def _aggregate(rs: list[dict]) -> dict:
+    finals = [r["final"] for r in rs]
+    return {"final_mean": statistics.mean(finals), "final_min": min(finals), "final_max": max(finals),
+            "steps_mean": statistics.mean(r["steps_to_threshold"] for r in rs),
+            "reached": sum(r["reached"] for r in rs), "n": len(rs),
+            "zero_signal": statistics.mean(r["zero_signal"] for r in rs if r["zero_signal"] is not None),
+            "seconds": statistics.mean(r["seconds"] for r in rs)}
+
+
+def markdown(result: dict) -> str:
+    lines = [f"RFT {result['steps']} steps from a shared SFT start (held-out accuracy {result['start_accuracy']:.3f}), "
+             f"seeds {','.join(map(str, result['seeds']))}; threshold {result['threshold']:.3f}.", "",
+             "| arm | held-out accuracy, mean (min-max) | steps to threshold (reached) | zero-signal groups | s |",
+             "|---|---|---|---|---|"]
+    for arm, a in result["arms"].items():
+        lines.append(f"| {arm} | {a['final_mean']:.3f} ({a['final_min']:.3f}-{a['final_max']:.3f}) | "
+                     f"{a['steps_mean']:.0f} ({a['reached']}/{a['n']}) | {a['zero_signal']:.1%} | {a['seconds']:.0f} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.rl")
+    p.add_argument("--steps", type=int, default=100)
+    p.add_argument("--sft-steps", type=int, default=80)
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--arms", default=",".join(ARMS))
+    p.add_argument("--json", default="")
+    a = p.parse_args(argv)
+    arms = [x for x in a.arms.split(",") if x]
+    unknown = [x for x in arms if x not in ARMS]
+    if unknown:
+        print(f"unknown arm(s) {', '.join(unknown)}; choose from {', '.join(ARMS)}", file=sys.stderr)
+        return 2
+    with tempfile.TemporaryDirectory() as tmp:
+        result = bench(a.steps, [int(s) for s in a.seeds.split(",")], arms, a.sft_steps, Path(tmp))
+    print(markdown(result))
+    if a.json:
+        Path(a.json).write_text(json.dumps(result, indent=1))
+    print(json.dumps({k: v for k, v in result.items() if k != "runs"}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
