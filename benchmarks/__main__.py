@@ -174,7 +174,7 @@ def run_bench(quick: bool = False, out: str | None = None, only: str | None = No
         say("rl: the rft.algorithm presets, curriculum off and on, on the demo task (benchmarks/rl.py)")
         with tempfile.TemporaryDirectory() as tmp:
             r = (rl.bench(6, [0], ["today", "dapo+adarft"], 20, Path(tmp), say) if quick else
-                 rl.bench(100, [0, 1, 2], list(rl.ARMS), 80, Path(tmp), say))
+                 rl.bench(100, [0, 1, 2], rl.DEFAULT_ARMS, 80, Path(tmp), say))
         details["rl"] = r
         say(rl.markdown(r))
     result["details"] = details

@@ -40,7 +40,12 @@ ARMS = {  # name -> rft fields
     "dr_grpo+adarft": {"algorithm": "dr_grpo", "curriculum": "adarft"},
     "dapo+adarft": {"algorithm": "dapo", "curriculum": "adarft"},
     "gspo+adarft": {"algorithm": "gspo", "curriculum": "adarft"},
+    # every prompt measured (the default measures 512, for real models' sake), and a gentler target step
+    "dapo+adarft-all": {"algorithm": "dapo", "curriculum": "adarft", "curriculum_rows": 2000},
+    "dapo+adarft-eta10": {"algorithm": "dapo", "curriculum": "adarft", "curriculum_rows": 2000,
+                          "curriculum_eta": 10.0},
 }
+DEFAULT_ARMS = [a for a in ARMS if not a.startswith("dapo+adarft-")]  # the variants run when named
 
 
 def _demo() -> dict:
@@ -79,9 +84,47 @@ def arm_config(model: str, arm: str, seed: int, steps: int) -> dict:
     data.update(name=f"rl-{arm.replace('+', '-')}-s{seed}", method="rft", seed=seed)
     data["model"]["name"] = model
     data["data"].update(train=str(EXAMPLE / "prompts.jsonl"), rft_train="")
-    data["rft"].update(max_steps=steps, logging_steps=1, save_steps=100000, curriculum_rows=512, **ARMS[arm])
+    data["rft"].update(max_steps=steps, logging_steps=1, save_steps=100000, curriculum_rows=512)
+    data["rft"].update(ARMS[arm])
     data["eval"].update(every_steps=EVAL_EVERY, rows=200)
     return data
+
+
+def zero_signal_remedies(model: str, rows: int = 256, seed: int = 0) -> dict:
+    """Share of zero-signal groups (every sample of a prompt scored the same) at the SFT start, without
+    training: the demo's settings, then each remedy TRL's public settings allow (a lower / higher temperature,
+    more generations per prompt), the curriculum's choice (prompts whose measured difficulty is nearest 50,
+    re-sampled with fresh samples so the measurement that chose them does not decide the result), and the
+    built-in model before SFT (the case "SFT first" answers)."""
+    from finetuner.config import from_dict
+    from finetuner.evaluation.grader_check import dry_run_config
+    from finetuner.modeling.generate import load_for_inference
+    from graders.dryrun import pass_rates
+
+    base = from_dict(arm_config(model, "today", seed, 1), base_dir=str(EXAMPLE))
+    pair = load_for_inference(model, None, "none", False)
+
+    def share(temperature: float, k: int, cfg=base, n=rows, seed_=seed, model_pair=pair) -> float:
+        cfg.rft.temperature, cfg.seed = temperature, seed_
+        return dry_run_config(cfg, rows=n, samples="base", k=k, model_and_tokenizer=model_pair).summary_json()[
+            "constant_groups"]
+
+    out = {f"t{t}_g{k}": share(t, k) for t, k in ((0.7, 8), (1.0, 4), (1.0, 8), (1.0, 16), (1.3, 8))}
+    # the curriculum's prompts: measured at the demo's settings, the half nearest difficulty 50 re-sampled
+    base.rft.temperature = 1.0
+    measured = pass_rates(dry_run_config(base, rows=rows, samples="base", k=8, model_and_tokenizer=pair), 0.5)
+    near = sorted(range(len(measured)), key=lambda i: abs(measured[i] - 0.5))[:rows // 2]
+    # the dry run's rows are the RFT rows in file order (the demo holds out a separate eval file)
+    lines = (EXAMPLE / "prompts.jsonl").read_text().splitlines()
+    picked = Path(tempfile.mkdtemp()) / "near50.jsonl"
+    picked.write_text("\n".join(lines[i] for i in near) + "\n")
+    cfg = from_dict({**arm_config(model, "today", seed, 1), "data": {"train": str(picked), "eval_fraction": 0.0}},
+                    base_dir=str(EXAMPLE))
+    out["curriculum_near_50_t1.0_g8"] = share(1.0, 8, cfg, len(near), seed + 1)
+    # and without the SFT start: the built-in model never writes the format, so every group is all zeros
+    raw = from_dict(arm_config("tiny", "today", seed, 1), base_dir=str(EXAMPLE))
+    out["no_sft_t1.0_g8"] = share(1.0, 8, raw, rows, seed, load_for_inference("tiny", None, "none", False))
+    return out
 
 
 def summarise(rows: list[dict], start: float | None, steps: int, seconds: float) -> dict:
@@ -104,6 +147,8 @@ def bench(steps: int, seeds: list[int], arms: list[str], sft_steps: int, runs: P
     started = time.time()
     model = sft_start(runs, sft_steps)
     say(f"shared SFT start ({sft_steps} steps) merged in {time.time() - started:.0f} s")
+    remedies = zero_signal_remedies(model)
+    say("zero-signal groups at the SFT start, by setting: " + ", ".join(f"{k} {v:.1%}" for k, v in remedies.items()))
     results: dict[str, list[dict]] = {a: [] for a in arms}
     start_acc = None
     for seed in seeds:  # seed-major, so a partial run still compares every arm
@@ -120,7 +165,7 @@ def bench(steps: int, seeds: list[int], arms: list[str], sft_steps: int, runs: P
                 f"{'' if one['reached'] else ' (not reached)'}  zero-signal {one['zero_signal']:.2f}  "
                 f"{one['seconds']:.0f} s")
     table = {arm: _aggregate(rs) for arm, rs in results.items() if rs}
-    return {"steps": steps, "seeds": seeds, "sft_steps": sft_steps, "start_accuracy": start_acc,
+    return {"steps": steps, "seeds": seeds, "sft_steps": sft_steps, "start_accuracy": start_acc, "remedies": remedies,
             "threshold": (start_acc or 0) + THRESHOLD_GAIN, "arms": table, "runs": results,
             "seconds": time.time() - started}
 
@@ -150,7 +195,7 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=100)
     p.add_argument("--sft-steps", type=int, default=80)
     p.add_argument("--seeds", default="0,1,2")
-    p.add_argument("--arms", default=",".join(ARMS))
+    p.add_argument("--arms", default=",".join(DEFAULT_ARMS))
     p.add_argument("--json", default="")
     a = p.parse_args(argv)
     arms = [x for x in a.arms.split(",") if x]

@@ -143,5 +143,10 @@ def test_ui_make_task_loads_the_data_and_adds_the_grader(tmp_path):
     names = [g["name"] for g in project["graders"]]
     assert names == ["short", "correct"] and project["graders"][1]["task"] == "spell_backward"
     assert out[-4]["value"] == "rft" and out[-3]["value"] == tab_data.EVAL_FILE
+    assert project["config"]["rft"]["curriculum"] == "adarft" and project["config"]["rft"]["difficulty"] == "column"
+    from finetuner.ui import tab_train  # the Train tab's form reads the curriculum from the project
+
+    values = dict(zip(tab_train.FIELDS, tab_train.form_values(project)))
+    assert values["rft.curriculum"] == "adarft"
     with pytest.raises(Exception, match="Unknown ready-made task"):
         task_source.make_task(ctx, tab_data.load_made, project, "nope", 5, "easy", 0, *settings)

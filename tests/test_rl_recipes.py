@@ -219,3 +219,34 @@ def test_rl_bench_summary_counts_steps_to_the_threshold_from_held_out_scores():
     table = rl.markdown({"steps": 30, "seeds": [0], "start_accuracy": 0.70, "threshold": 0.75,
                          "arms": {"dapo": rl._aggregate([one])}})
     assert "| dapo | 0.740 (0.740-0.740) | 20 (1/1) | 25.0% | 12 |" in table
+
+
+@pytest.mark.slow
+def test_a_real_zero_spread_run_is_explained_on_the_monitor(data):
+    """RFT straight on the built-in model, which never writes the "Answer: N" format: every group scores 0
+    everywhere, and the Monitor says so in plain words with the remedies."""
+    from finetuner.training.stages import train_run
+    from finetuner.ui import tab_monitor
+    from finetuner.ui.context import AppContext
+
+    run = RunFolder(data / "runs" / "zero")
+    assert train_run(cfg_for(data, max_steps=6, logging_steps=1), run)["state"] == "finished"
+    assert all(r["frac_reward_zero_std"] == 1.0 for r in run.metrics() if "frac_reward_zero_std" in r)
+    out = tab_monitor.view(AppContext(runs_dir=str(data / "runs")), tab_monitor.MonitorRequest("zero"), force=True)
+    assert "in 100% of prompts every completion scored the same" in out["notes"]
+    assert "scored 0 everywhere" in out["notes"] and "SFT first" in out["notes"]
+
+
+def test_difficulty_source_is_checked_before_any_weights_load(data):
+    from types import SimpleNamespace
+
+    import datasets
+
+    from finetuner.training.curriculum import source
+
+    rows = SimpleNamespace(train=datasets.Dataset.from_dict({"prompt": ["a", "b"], "level": [1, 1]}))
+    assert source(cfg_for(data, curriculum="adarft"), rows) == "measured"  # auto, no `difficulty` column
+    with pytest.raises(ConfigError, match="no column `difficulty`"):
+        source(cfg_for(data, curriculum="adarft", difficulty="column"), rows)
+    with pytest.raises(ConfigError, match="easier and harder"):
+        source(cfg_for(data, curriculum="adarft", difficulty_column="level"), rows)  # auto finds it: flat

@@ -147,19 +147,28 @@ def load_state(curriculum: AdaRFT, folder: Path | None) -> bool:
     return True
 
 
+def source(cfg, data) -> str:
+    """`column` or `measured`: where this run's difficulty comes from. A column that is missing, holds text or
+    has no spread is refused here, before any weights load (stages._prepare calls this)."""
+    r = cfg.rft
+    chosen = r.difficulty
+    if chosen == "auto":
+        chosen = "column" if r.difficulty_column in data.train.column_names else "measured"
+    if chosen == "column":
+        if r.difficulty_column not in data.train.column_names:
+            raise ConfigError(f"`rft.difficulty` is `column` but the RFT data has no column `{r.difficulty_column}` "
+                              f"(it has: {', '.join(data.train.column_names)}). Name the column in "
+                              f"`rft.difficulty_column`, or set `rft.difficulty: measured`.")
+        rescale(data.train[r.difficulty_column], r.difficulty_column)
+    return chosen
+
+
 def prepare(cfg, run, data, model, tok, resume: bool) -> AdaRFT:
     """Give every RFT training row its difficulty (column COLUMN, in `data.train`) and return the curriculum.
     Measured difficulty is measured once per run (kept in the run folder, so a resume does not measure again)
     and the curriculum then draws only from the measured rows."""
     r = cfg.rft
-    source = r.difficulty
-    if source == "auto":
-        source = "column" if r.difficulty_column in data.train.column_names else "measured"
-    if source == "column":
-        if r.difficulty_column not in data.train.column_names:
-            raise ConfigError(f"`rft.difficulty` is `column` but the RFT data has no column `{r.difficulty_column}` "
-                              f"(it has: {', '.join(data.train.column_names)}). Name the column in "
-                              f"`rft.difficulty_column`, or set `rft.difficulty: measured`.")
+    if source(cfg, data) == "column":
         difficulty = rescale(data.train[r.difficulty_column], r.difficulty_column)
         log.info("Curriculum: difficulty of %d prompts from column `%s`.", len(difficulty), r.difficulty_column)
     else:

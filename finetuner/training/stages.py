@@ -179,6 +179,10 @@ def _prepare(cfg: RunConfig, todo: list[str], notices: list[str]) -> dict:
             log.info("%s data: %s", stage, note)
         if data[stage].dropped_long_prompts:  # also on the status: rows a person expected to train on are left out
             notices.append(next(n for n in data[stage].notes if "rft.max_prompt_length" in n))
+    if "rft" in todo and cfg.rft.curriculum != "none":
+        from finetuner.training.curriculum import source
+
+        log.info("Curriculum %s, difficulty %s.", cfg.rft.curriculum, source(cfg, data["rft"]))
     if "rft" in todo:
         from graders import build_graders
 

@@ -32,9 +32,15 @@ def make_task(ctx: AppContext, load, project, task, size, difficulty, seed, *set
     project = out[0]
     project["graders"] = gf.add_spec(project.get("graders") or [], gym_tasks.grader_spec(task))
     project["dry_run"] = None  # the graders changed, so an earlier test no longer describes them
+    rft = project.setdefault("config", {}).setdefault("rft", {})
+    if difficulty == "mixed":  # a spread of levels is what the curriculum needs: it is turned on with them
+        rft.update(curriculum="adarft", difficulty="column", difficulty_column="difficulty")
+        said = "the Train tab's curriculum is set to AdaRFT, reading it"
+    else:
+        said = "one level only, so the curriculum stays off (make a mixed task for it)"
     note = (f"\n\n**Ready-made task `{task}`** ({difficulty}, {size:,} rows, seed {seed}) with a held-out file; "
             f"grader `correct` (the task's own scorer) added on the Graders tab. Rows carry a `difficulty` column "
-            f"(0-100) for the RFT curriculum (rft.curriculum = adarft on the Train tab).")
+            f"(0-100): {said}.")
     return (project, out[1] + note, *out[2:], gr.update(value="rft"), gr.update(value=EVAL_FILE_MODE),
             gr.update(visible=False), gr.update(visible=True))
 
