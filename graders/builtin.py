@@ -255,6 +255,7 @@ class SoftOverlong(Grader):
 
     type = "overlong"
     FIELDS = {"input", "max_tokens", "cache_tokens", "tokenizer"}
+    score_range = (-1.0, 0.0)  # a penalty: the dry run's range and pass share count it as such
 
     def __init__(self, name, input: Template, max_tokens: int, cache_tokens: int, tokenizer=None, weight=1.0):
         super().__init__(name, weight)

@@ -250,3 +250,14 @@ def test_difficulty_source_is_checked_before_any_weights_load(data):
         source(cfg_for(data, curriculum="adarft", difficulty="column"), rows)
     with pytest.raises(ConfigError, match="easier and harder"):
         source(cfg_for(data, curriculum="adarft", difficulty_column="level"), rows)  # auto finds it: flat
+
+
+def test_overlong_penalty_counts_as_a_penalty_in_the_pass_share():
+    from graders import build_graders
+    from graders.dryrun import dry_run
+
+    graders = build_graders([GRADERS[0], {"name": "long", "type": "overlong", "max_tokens": 4, "cache_tokens": 2}])
+    report = dry_run(graders, [{"answer": "5"}], samples=[["Answer: 5", "Answer: 5 and five more words"]])
+    assert report.range == (-1.0, 1.0)
+    # right and short: the top of the span [-1, 1], a pass; padded: not the answer and penalised, -1, a fail
+    assert report.pass_rate == 0.5
