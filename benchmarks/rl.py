@@ -41,11 +41,14 @@ ARMS = {  # name -> rft fields
     "dapo+adarft": {"algorithm": "dapo", "curriculum": "adarft"},
     "gspo+adarft": {"algorithm": "gspo", "curriculum": "adarft"},
     # every prompt measured (the default measures 512, for real models' sake), and a gentler target step
-    "dapo+adarft-all": {"algorithm": "dapo", "curriculum": "adarft", "curriculum_rows": 2000},
-    "dapo+adarft-eta10": {"algorithm": "dapo", "curriculum": "adarft", "curriculum_rows": 2000,
+    "gspo+adarft-all": {"algorithm": "gspo", "curriculum": "adarft", "curriculum_rows": 2000},
+    "gspo+adarft-eta10": {"algorithm": "gspo", "curriculum": "adarft", "curriculum_rows": 2000,
                           "curriculum_eta": 10.0},
+    # AdaRFT's own setting, imbalanced data: mostly prompts the SFT start always gets right (skewed_prompts)
+    "skewed:gspo": {"algorithm": "gspo", "prompts": "skewed"},
+    "skewed:gspo+adarft": {"algorithm": "gspo", "curriculum": "adarft", "prompts": "skewed"},
 }
-DEFAULT_ARMS = [a for a in ARMS if not a.startswith("dapo+adarft-")]  # the variants run when named
+DEFAULT_ARMS = [a for a in ARMS if not a.startswith(("gspo+adarft-", "skewed:"))]  # the rest when named
 
 
 def _demo() -> dict:
@@ -79,13 +82,17 @@ def sft_start(runs: Path, sft_steps: int) -> str:
     return str(export_merged(_train(data, runs)))
 
 
+PROMPTS = {"demo": EXAMPLE / "prompts.jsonl"}  # bench() adds "skewed" when an arm asks for it
+
+
 def arm_config(model: str, arm: str, seed: int, steps: int) -> dict:
     data = _demo()
-    data.update(name=f"rl-{arm.replace('+', '-')}-s{seed}", method="rft", seed=seed)
+    data.update(name=f"rl-{arm.replace('+', '-').replace(':', '-')}-s{seed}", method="rft", seed=seed)
     data["model"]["name"] = model
-    data["data"].update(train=str(EXAMPLE / "prompts.jsonl"), rft_train="")
+    fields = dict(ARMS[arm])
+    data["data"].update(train=str(PROMPTS[fields.pop("prompts", "demo")]), rft_train="")
     data["rft"].update(max_steps=steps, logging_steps=1, save_steps=100000, curriculum_rows=512)
-    data["rft"].update(ARMS[arm])
+    data["rft"].update(fields)
     data["eval"].update(every_steps=EVAL_EVERY, rows=200)
     return data
 
@@ -127,6 +134,33 @@ def zero_signal_remedies(model: str, rows: int = 256, seed: int = 0) -> dict:
     return out
 
 
+def skewed_prompts(model: str, folder: Path, seed: int = 0, n: int = 600) -> dict:
+    """An imbalanced prompt set, AdaRFT's setting: 70 % prompts the SFT start got right in all 8 samples, 15 %
+    it never got right, 15 % in between (as far as the demo's 2,000 prompts have them)."""
+    import random
+
+    from finetuner.config import from_dict
+    from finetuner.evaluation.grader_check import dry_run_config
+    from finetuner.modeling.generate import load_for_inference
+    from graders.dryrun import pass_rates
+
+    cfg = from_dict(arm_config(model, "today", seed, 1), base_dir=str(EXAMPLE))
+    pair = load_for_inference(model, None, "none", False)
+    rates = pass_rates(dry_run_config(cfg, rows=2000, samples="base", k=8, model_and_tokenizer=pair), 0.5)
+    lines = PROMPTS["demo"].read_text().splitlines()  # the dry run's rows: the RFT rows in file order
+    groups = {"always": [i for i, r in enumerate(rates) if r == 1], "never": [i for i, r in enumerate(rates) if r == 0],
+              "between": [i for i, r in enumerate(rates) if 0 < r < 1]}
+    rng = random.Random(seed)
+    want = {"always": int(0.7 * n), "never": int(0.15 * n), "between": n - int(0.7 * n) - int(0.15 * n)}
+    picked = {k: rng.sample(v, min(len(v), want[k])) for k, v in groups.items()}
+    rows = [lines[i] for k in picked for i in picked[k]]
+    rng.shuffle(rows)
+    path = folder / "skewed_prompts.jsonl"
+    path.write_text("\n".join(rows) + "\n")
+    PROMPTS["skewed"] = path
+    return {k: len(v) for k, v in picked.items()}
+
+
 def summarise(rows: list[dict], start: float | None, steps: int, seconds: float) -> dict:
     """One arm-seed's numbers from its metrics rows. `start`: the held-out accuracy the threshold counts from
     (None: this run's own step-0 score)."""
@@ -149,6 +183,10 @@ def bench(steps: int, seeds: list[int], arms: list[str], sft_steps: int, runs: P
     say(f"shared SFT start ({sft_steps} steps) merged in {time.time() - started:.0f} s")
     remedies = zero_signal_remedies(model)
     say("zero-signal groups at the SFT start, by setting: " + ", ".join(f"{k} {v:.1%}" for k, v in remedies.items()))
+    if any(ARMS[a].get("prompts") == "skewed" for a in arms):
+        mix = skewed_prompts(model, runs)
+        say(f"skewed prompts (by the SFT start's pass rate over 8 samples): {mix}")
+        remedies["skewed_mix"] = mix
     results: dict[str, list[dict]] = {a: [] for a in arms}
     start_acc = None
     for seed in seeds:  # seed-major, so a partial run still compares every arm
@@ -187,6 +225,10 @@ def markdown(result: dict) -> str:
     for arm, a in result["arms"].items():
         lines.append(f"| {arm} | {a['final_mean']:.3f} ({a['final_min']:.3f}-{a['final_max']:.3f}) | "
                      f"{a['steps_mean']:.0f} ({a['reached']}/{a['n']}) | {a['zero_signal']:.1%} | {a['seconds']:.0f} |")
+    remedies = {k: v for k, v in (result.get("remedies") or {}).items() if isinstance(v, float)}
+    if remedies:
+        lines += ["", "Zero-signal groups at the SFT start (no training), by setting: "
+                  + ", ".join(f"{k} {v:.1%}" for k, v in remedies.items())]
     return "\n".join(lines)
 
 

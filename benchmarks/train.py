@@ -68,7 +68,7 @@ def bench_config(sft_steps: int, rft_steps: int) -> dict:
         "sft": {"max_steps": sft_steps, "batch_size": 32, "learning_rate": 1e-3, "lr_scheduler": "constant",
                 "warmup_ratio": 0.0, "save_steps": 100000, "logging_steps": 1},
         "rft": {"max_steps": rft_steps, "batch_size": 64, "num_generations": 8, "max_completion_length": 12,
-                "temperature": 1.0, "beta": 0.0, "loss_type": "dapo", "learning_rate": 2e-4,
+                "temperature": 1.0, "beta": 0.0, "algorithm": "custom", "loss_type": "dapo", "learning_rate": 2e-4,
                 "lr_scheduler": "constant", "warmup_ratio": 0.0, "save_steps": 100000, "logging_steps": 1},
     }
 

@@ -126,8 +126,8 @@ class DryRunReport:
         rate, n = self.pass_rate, len(self.results)
         rates = pass_rates(self, self.threshold)
         mixed = sum(1 for p in rates if 0 < p < 1)
-        said = (f"The model passes {rate:.0%} of {n} samples ({len(rates)} prompts x {self.k}; a pass is a total of "
-                f"at least {self.threshold:.0%} of the most the graders give)")
+        said = (f"The model passes {rate:.0%} of {n} samples ({len(rates)} prompts x {self.k}; a pass scores "
+                f"at least {self.threshold:.0%} of the highest total the graders can give)")
         if rate > 0.95:
             return (f"{said}: RFT has little to learn. Use harder prompts or a stricter grader, or skip RFT.")
         if rate <= 0.02:

@@ -58,6 +58,8 @@ def test_bench_config_matches_what_the_plain_script_reads():
     cfg = from_dict(bench_train.bench_config(7, 5))
     assert (cfg.method, cfg.sft.max_steps, cfg.rft.max_steps, cfg.data.eval_fraction) == ("sft+rft", 7, 5, 0.0)
     assert [g["type"] for g in cfg.graders] == ["python"]
+    # `custom`: the engine passes TRL's defaults plus loss_type, what plain_trl.py sets, not a preset's fields
+    assert cfg.rft.algorithm == "custom" and cfg.rft.loss_type == "dapo"
     # The plain reward function and the sandboxed grader agree on every kind of answer.
     sys.path.insert(0, str(ROOT / "benchmarks"))
     try:

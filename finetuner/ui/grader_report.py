@@ -40,7 +40,7 @@ def summary_markdown(summary: dict, base: bool) -> str:
         mean = "n/a" if g["mean"] is None else f"{g['mean']:.3f}"
         lines.append(f"| `{name}` | {g['weight']:g} | {mean} | {g['error_rate']:.0%} |")
     if summary.get("advice"):  # base-model samples: does RFT have anything to learn?
-        lines += ["", f"💡 **Before you launch:** {summary['advice']}"]
+        lines += ["", f"**Before you launch:** {summary['advice']}"]
     return "\n".join(lines)
 
 

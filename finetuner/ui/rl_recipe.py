@@ -10,8 +10,9 @@ from finetuner.config import RunConfig
 from finetuner.training.algorithms import WHY, trl_fields
 
 RECIPE = ("rft.algorithm", "rft.curriculum", "rft.reward_aggregation")
-MEASURED = ("**Measured on the demo** (`python -m finetuner bench --only rl`, README): see the table there for "
-            "held-out accuracy and steps per preset, curriculum on and off.")
+MEASURED = ("Measured on the demo (`python -m finetuner bench --only rl`, README's table: 100 steps, 3 seeds): the "
+            "presets tie within seed noise (held-out accuracy 0.758-0.772 from 0.700; GSPO, the default, highest); "
+            "the curriculum lowered it there (0.68-0.72), where the prompts already give signal.")
 # the fields' own help is long; the note below the box says it in full
 SHORT = {"rft.algorithm": "The RL recipe; what it does and sets is said below.",
          "rft.curriculum": "Which prompts each batch takes; said below."}
