@@ -140,7 +140,8 @@ def _real_run(tmp_path):
     cfg = from_dict({"name": "t", "method": "rft", "model": {"name": "tiny", "max_length": 64},
                      "data": {"train": str(tmp_path / "p.jsonl")}, "graders": [LONGER],
                      "rft": {"max_steps": 14, "batch_size": 16, "num_generations": 4, "max_completion_length": 24,
-                             "learning_rate": 1e-2, "save_steps": 100, "guardrail_stop": True}})
+                             "learning_rate": 1e-2, "save_steps": 100, "guardrail_stop": True,
+                             "algorithm": "dapo"}})  # what the numbers above were measured with
     run = RunFolder(tmp_path / "run")
     return run, train_run(cfg, run)
 
