@@ -188,21 +188,18 @@ def run(quick: bool = False) -> dict:
         torch.set_num_threads(threads)
 
 
-# (key, label, target text, passes(value) or None, format), as TABLE in benchmarks/__main__.py
-TABLE_ROWS = [
-    ("rollout_tok_s_generate_tiny", "Rollouts tiny 64x12: generate (tok/s)", "", None, "{:,.0f}"),
-    ("rollout_tok_s_static_tiny", "Rollouts tiny: static cache (tok/s)", "", None, "{:,.0f}"),
-    ("rollout_tok_s_cb_tiny", "Rollouts tiny: continuous batching (tok/s)", "", None, "{:,.0f}"),
-    ("rollout_cb_speedup_tiny", "Rollouts tiny: continuous batching / generate", "", None, "{:.2f}x"),
-    ("rollout_greedy_same_cb_tiny", "Rollouts tiny: CB greedy = generate", "100 %", lambda v: v == 1.0,
-     "{:.0%}"),
-    ("rollout_tok_s_generate_smollm2", "Rollouts smollm2 32x16: generate (tok/s)", "", None, "{:,.0f}"),
-    ("rollout_tok_s_static_smollm2", "Rollouts smollm2: static cache (tok/s)", "", None, "{:,.0f}"),
-    ("rollout_tok_s_cb_smollm2", "Rollouts smollm2: continuous batching (tok/s)", "", None, "{:,.0f}"),
-    ("rollout_cb_speedup_smollm2", "Rollouts smollm2: continuous batching / generate", "", None, "{:.2f}x"),
-    ("rollout_greedy_same_cb_smollm2", "Rollouts smollm2: CB greedy = generate", "100 %", lambda v: v == 1.0,
-     "{:.0%}"),
-]
+def _table_rows(shape: str, label: str) -> list[tuple]:
+    """One shape's rows: (key, label, target text, passes(value) or None, format), as TABLE in
+    benchmarks/__main__.py."""
+    return [(f"rollout_tok_s_generate_{shape}", f"Rollouts {label}: generate (tok/s)", "", None, "{:,.0f}"),
+            (f"rollout_tok_s_static_{shape}", f"Rollouts {shape}: static cache (tok/s)", "", None, "{:,.0f}"),
+            (f"rollout_tok_s_cb_{shape}", f"Rollouts {shape}: continuous batching (tok/s)", "", None, "{:,.0f}"),
+            (f"rollout_cb_speedup_{shape}", f"Rollouts {shape}: continuous batching / generate", "", None, "{:.2f}x"),
+            (f"rollout_greedy_same_cb_{shape}", f"Rollouts {shape}: CB greedy = generate", "100 %",
+             lambda v: v == 1.0, "{:.0%}")]
+
+
+TABLE_ROWS = _table_rows("tiny", "tiny 64x12") + _table_rows("smollm2", "smollm2 32x16")
 
 
 if __name__ == "__main__":

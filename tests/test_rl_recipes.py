@@ -245,7 +245,7 @@ def test_difficulty_source_is_checked_before_any_weights_load(data):
     from finetuner.training.curriculum import source
 
     rows = SimpleNamespace(train=datasets.Dataset.from_dict({"prompt": ["a", "b"], "level": [1, 1]}))
-    assert source(cfg_for(data, curriculum="adarft"), rows) == "measured"  # auto, no `difficulty` column
+    assert source(cfg_for(data, curriculum="adarft"), rows) == ("measured", None)  # auto, no `difficulty` column
     with pytest.raises(ConfigError, match="no column `difficulty`"):
         source(cfg_for(data, curriculum="adarft", difficulty="column"), rows)
     with pytest.raises(ConfigError, match="easier and harder"):

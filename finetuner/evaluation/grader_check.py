@@ -17,14 +17,15 @@ import os
 from graders.errors import DataError, FinetunerError
 
 
-def rft_items(cfg, tokenizer, rows: int | None):
+def rft_items(cfg, tokenizer, rows: int | None, data=None):
     """(prompts, items) of the RFT stage: prompts as the model sees them, items as graders see them in training
-    (graders.item.build_item, the reward bridge's own function: `{{item.prompt}}` is the prompt's text)."""
+    (graders.item.build_item, the reward bridge's own function: `{{item.prompt}}` is the prompt's text). `data`:
+    the stage's StageData when the caller has it loaded already (training's curriculum), else it is loaded."""
     from graders.item import build_item
 
     from finetuner.data import load_stage_data
 
-    data = load_stage_data(cfg, "rft", tokenizer)
+    data = data or load_stage_data(cfg, "rft", tokenizer)
     n = len(data.train) if not rows else min(rows, len(data.train))
     records = data.train.select(range(n)).to_list()
     prompts = [r["prompt"] for r in records]
@@ -32,11 +33,12 @@ def rft_items(cfg, tokenizer, rows: int | None):
 
 
 def dry_run_config(cfg, rows: int = 20, samples: str = "column", k: int = 4, sample_column: str | None = None,
-                   model_and_tokenizer=None):
+                   model_and_tokenizer=None, data=None):
     """Grade `rows` rows of the run's data with the run's graders; returns a graders.dryrun.DryRunReport.
 
     samples="column": the text comes from `sample_column` (default: the reference answer, `completion`).
     samples="base": `k` completions per prompt sampled from the base model at the run's RFT settings.
+    `model_and_tokenizer` / `data`: what the caller already loaded (the model, the RFT StageData), reused.
     """
     from graders import build_graders
     from graders.dryrun import dry_run
@@ -50,7 +52,7 @@ def dry_run_config(cfg, rows: int = 20, samples: str = "column", k: int = 4, sam
 
             model, tok = model_and_tokenizer or load_for_inference(cfg.model.name, None, cfg.model.quantization,
                                                                     cfg.model.trust_remote_code)
-            prompts, items = rft_items(cfg, tok, rows)
+            prompts, items = rft_items(cfg, tok, rows, data)
             outs = generate(model, tok, prompts, n=k, max_new_tokens=cfg.rft.max_completion_length,
                             temperature=cfg.rft.temperature, seed=cfg.seed,
                             template_kwargs=cfg.model.chat_template_kwargs)
@@ -58,7 +60,7 @@ def dry_run_config(cfg, rows: int = 20, samples: str = "column", k: int = 4, sam
             report.threshold = cfg.rft.pass_threshold
             return report
         tok = load_tokenizer(cfg.model.name, cfg.model.trust_remote_code)
-        _prompts, items = rft_items(cfg, tok, rows)
+        _prompts, items = rft_items(cfg, tok, rows, data)
         column = sample_column or "completion"
         if items and all(item.get(column) is None for item in items):
             cols = ", ".join(k for k, v in items[0].items() if v is not None)

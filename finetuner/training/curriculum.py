@@ -147,9 +147,10 @@ def load_state(curriculum: AdaRFT, folder: Path | None) -> bool:
     return True
 
 
-def source(cfg, data) -> str:
-    """`column` or `measured`: where this run's difficulty comes from. A column that is missing, holds text or
-    has no spread is refused here, before any weights load (stages._prepare calls this)."""
+def source(cfg, data) -> tuple[str, list[float] | None]:
+    """(`column` or `measured`, the column's difficulties rescaled or None): where this run's difficulty comes
+    from. A column that is missing, holds text or has no spread is refused here, before any weights load
+    (stages._prepare calls this)."""
     r = cfg.rft
     chosen = r.difficulty
     if chosen == "auto":
@@ -159,8 +160,8 @@ def source(cfg, data) -> str:
             raise ConfigError(f"`rft.difficulty` is `column` but the RFT data has no column `{r.difficulty_column}` "
                               f"(it has: {', '.join(data.train.column_names)}). Name the column in "
                               f"`rft.difficulty_column`, or set `rft.difficulty: measured`.")
-        rescale(data.train[r.difficulty_column], r.difficulty_column)
-    return chosen
+        return chosen, rescale(data.train[r.difficulty_column], r.difficulty_column)
+    return chosen, None
 
 
 def prepare(cfg, run, data, model, tok, resume: bool) -> AdaRFT:
@@ -168,11 +169,11 @@ def prepare(cfg, run, data, model, tok, resume: bool) -> AdaRFT:
     Measured difficulty is measured once per run (kept in the run folder, so a resume does not measure again)
     and the curriculum then draws only from the measured rows."""
     r = cfg.rft
-    if source(cfg, data) == "column":
-        difficulty = rescale(data.train[r.difficulty_column], r.difficulty_column)
+    kind, difficulty = source(cfg, data)
+    if kind == "column":
         log.info("Curriculum: difficulty of %d prompts from column `%s`.", len(difficulty), r.difficulty_column)
     else:
-        difficulty = _measured(cfg, run, model, tok, resume)
+        difficulty = _measured(cfg, run, model, tok, data, resume)
         data.train = data.train.select(range(len(difficulty)))
     if COLUMN in data.train.column_names:
         data.train = data.train.remove_columns(COLUMN)
@@ -182,7 +183,7 @@ def prepare(cfg, run, data, model, tok, resume: bool) -> AdaRFT:
                   alpha=r.curriculum_alpha, eta=r.curriculum_eta, seed=cfg.seed)
 
 
-def _measured(cfg, run, model, tok, resume: bool) -> list[float]:
+def _measured(cfg, run, model, tok, data, resume: bool) -> list[float]:
     """100 x (1 - pass rate) of `curriculum_samples` samples per prompt, by the model as RFT starts (after SFT in
     sft+rft), graded by the run's graders through the Graders tab's dry run."""
     import time
@@ -199,7 +200,7 @@ def _measured(cfg, run, model, tok, resume: bool) -> list[float]:
     model.eval()
     try:
         report = dry_run_config(cfg, rows=r.curriculum_rows, samples="base", k=r.curriculum_samples,
-                                model_and_tokenizer=(model, tok))
+                                model_and_tokenizer=(model, tok), data=data)  # the rows already loaded
     finally:
         model.train(was_training)
     rates = pass_rates(report, r.pass_threshold)

@@ -182,7 +182,7 @@ def _prepare(cfg: RunConfig, todo: list[str], notices: list[str]) -> dict:
     if "rft" in todo and cfg.rft.curriculum != "none":
         from finetuner.training.curriculum import source
 
-        log.info("Curriculum %s, difficulty %s.", cfg.rft.curriculum, source(cfg, data["rft"]))
+        log.info("Curriculum %s, difficulty %s.", cfg.rft.curriculum, source(cfg, data["rft"])[0])
     if "rft" in todo:
         from graders import build_graders
 

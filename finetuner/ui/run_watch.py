@@ -282,14 +282,16 @@ def _mean(values) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-def health_warnings(watch: RunWatch, window: int = 5) -> list[str]:
-    """Plain-language warnings about the recent steps (newest evidence only, so they clear when fixed)."""
+def health_warnings(watch: RunWatch, window: int = 5, covered: frozenset = frozenset()) -> list[str]:
+    """Plain-language warnings about the recent steps (newest evidence only, so they clear when fixed). `covered`
+    names the checks the Monitor says better elsewhere and skips: "train_vs_eval" (the run's guardrails, in
+    status.json) and "zero_spread" (monitor_notes' explanation)."""
     cols, out = watch.columns, []
     # 1. Train reward up, eval reward down: the model is learning to please the graders on training
     #    prompts only (overfitting) or found a way to game them.
     ev = cols.get("eval_reward")
     tr = cols.get("reward")
-    if ev is not None and tr is not None and len(ev[1]) >= 3:
+    if "train_vs_eval" not in covered and ev is not None and tr is not None and len(ev[1]) >= 3:
         ex, ey = ev
         best = int(ey[:-1].argmax())
         eps = max(0.02, 0.05 * abs(float(ey[best])))
@@ -321,7 +323,7 @@ def health_warnings(watch: RunWatch, window: int = 5) -> list[str]:
                    f"or reward shorter answers.")
     # 3. Zero spread: every completion of a prompt scored the same, so GRPO has nothing to compare.
     zero = _mean(cols.last("frac_reward_zero_std", window))
-    if zero is not None and zero >= 0.8:
+    if "zero_spread" not in covered and zero is not None and zero >= 0.8:
         out.append(f"In {zero:.0%} of recent groups every completion got the same score, so those prompts teach "
                    f"nothing. Give partial credit in the graders, raise `rft.temperature` or "
                    f"`rft.num_generations`, or use harder/easier prompts.")

@@ -153,16 +153,17 @@ def view(ctx: AppContext, req: MonitorRequest, force: bool = False) -> dict:
         if figs is None:
             figs = figures.monitor_figures(watch.columns, opts[0], opts[1], run_id)
             cur = monitor_notes.curriculum_figure(watch.columns, opts[0], run_id)
+            # review.jsonl is written with a metrics row (at an eval), so it is read once per metrics version too
             figs = watch.figure_cache[key] = {**figs, **heldout_outputs(watch.columns, run_id),
-                                              "curriculum": gr.update(value=cur, visible=cur is not None)}
+                                              "curriculum": gr.update(value=cur, visible=cur is not None),
+                                              "review": monitor_notes.review_md(monitor_notes.review_rows(run.path))}
         out.update(figs)
-        out["review"] = monitor_notes.review_md(monitor_notes.review_rows(run.path))
     if seen is None or (seen["m"], seen["s"], seen["st"]) != (now["m"], now["s"], now["st"]):
         zero = monitor_notes.zero_signal_md(watch.columns, watch.samples)
         guard = watch.status.get("warnings") or []
-        # The guardrails' and the zero-spread notes say it better: the short health lines they cover are dropped.
-        health = [w for w in health_warnings(watch) if not (zero and "same score" in w)
-                  and not (guard and w.startswith("Train reward rose"))]
+        # The guardrails' and the zero-spread notes say it better: the short health lines they cover are skipped.
+        covered = frozenset(k for k, on in (("zero_spread", zero), ("train_vs_eval", guard)) if on)
+        health = health_warnings(watch, covered=covered)
         out["warnings"] = _warnings_md(health)
         out["notes"] = "\n\n".join(t for t in (monitor_notes.guardrail_md(watch.status), zero) if t)
     if seen is None or (seen["m"], seen["st"]) != (now["m"], now["st"]):
