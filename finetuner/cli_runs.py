@@ -96,6 +96,8 @@ CHAT_HELP = "Type a message and press Enter. /reset starts a new conversation; /
 
 
 def cmd_chat(args) -> int:
+    from graders.tools import build_tools
+
     from finetuner.config import load_config
     from finetuner.evaluation.heldout import chat_reply
     from finetuner.runs.export import final_adapter
@@ -107,6 +109,7 @@ def cmd_chat(args) -> int:
     print(f"Chatting with {cfg.model.name}" + (" (base model, no adapter)" if args.base else f" + {adapter}")
           + f". {CHAT_HELP}", file=sys.stderr, flush=True)
     history: list[dict] = []
+    tools = build_tools(cfg.tools, cfg.base_dir)  # an agent run chats with its tools, as it trained
     while True:
         try:
             # No prompt when piped: stdout then holds only the replies, one per message.
@@ -125,7 +128,8 @@ def cmd_chat(args) -> int:
         history.append({"role": "user", "content": text})
         reply = chat_reply(cfg.model.name, adapter, history, args.temperature, args.max_new_tokens,
                            cfg.model.quantization, cfg.model.trust_remote_code,
-                           template_kwargs=cfg.model.chat_template_kwargs)
+                           template_kwargs=cfg.model.chat_template_kwargs, tools=tools,
+                           max_calls=cfg.rft.max_tool_calls)
         history.append({"role": "assistant", "content": reply})
         print(f"model> {reply}", flush=True)
     return 0

@@ -234,16 +234,27 @@ def _check_score(value):
     return None, ("invalid_return", f"grade() returned {type(value).__name__} {shown}; return a float")
 
 
+def _tool_text(value, limit):
+    """A tool's result as the text the model reads: strings as they are, anything else as JSON."""
+    if not isinstance(value, str):
+        try:
+            value = json.dumps(value, default=str, ensure_ascii=False)
+        except (TypeError, ValueError, RecursionError) as err:
+            return None, ("invalid_return", f"the tool returned {type(value).__name__}, which is not text or "
+                          f"JSON ({err}); return a string")
+    return value[:limit], None
+
+
 _programs = {}  # gid -> (grade function or None, load error, filename)
 
 
-def _load(gid, source, filename, load_timeout, max_output):
+def _load(gid, source, filename, load_timeout, max_output, entry="grade"):
     ns = {"__name__": "__grader__", "__file__": filename, "__builtins__": builtins}
     linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
 
     def load():
         exec(compile(source, filename, "exec"), ns)  # compiled once per worker, then reused per call
-        return ns.get("grade")
+        return ns.get(entry)
 
     saved = dict(_limits)
     _limits.update(timeout=load_timeout, cpu=load_timeout)
@@ -252,7 +263,8 @@ def _load(gid, source, filename, load_timeout, max_output):
     if error:
         error = (error[0], "loading the grader failed: " + error[1])
     elif not callable(fn):
-        error, fn = ("runtime_error", "the grader source defines no function grade(sample, item)"), None
+        what = "grade(sample, item)" if entry == "grade" else f"{entry}(...)"
+        error, fn = ("runtime_error", f"the source defines no function {what}"), None
     _programs[gid] = (fn, error, filename)
     os.chdir(TMP)
     return error, log
@@ -277,11 +289,12 @@ def _serve(fin, fout):
         max_output = int(lim.get("max_output", 65536))
         if "source" in msg:
             error, log = _load(gid, msg["source"], msg["filename"], float(lim.get("load_timeout", 60)),
-                               max_output)
+                               max_output, msg.get("entry", "grade"))
             _send(fout, {"loaded": gid, "error": error, "log": log})
         fn, load_error, filename = _programs.get(gid, (None, ("runtime_error", "grader not loaded"), "?"))
         _limits.update(timeout=float(lim["timeout"]), cpu=float(lim["cpu"]))
         streak, max_streak = 0, int(lim.get("max_timeouts", 3))
+        tool = msg.get("kind") == "tool"
         for i, (sample, item) in enumerate(msg["rows"]):
             if load_error:
                 _send(fout, {"i": i, "s": None, "e": load_error, "l": ""})
@@ -290,9 +303,14 @@ def _serve(fin, fout):
                 _send(fout, {"i": i, "s": None, "e": ["timeout", f"skipped: the grader timed out on {streak} "
                                                       "rows in a row in this batch"], "l": ""})
                 continue
-            value, error, log = _run_user(fn, (sample, item), filename, max_output)
-            if error is None:
-                value, error = _check_score(value)
+            if tool:
+                value, error, log = _run_user(lambda: fn(**sample), (), filename, max_output)
+                if error is None:
+                    value, error = _tool_text(value, max_output)
+            else:
+                value, error, log = _run_user(fn, (sample, item), filename, max_output)
+                if error is None:
+                    value, error = _check_score(value)
             streak = streak + 1 if error and error[0] == "timeout" else 0
             _send(fout, {"i": i, "s": value if error is None else None, "e": error, "l": log})
             if os.getcwd() != TMP:

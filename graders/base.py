@@ -3,7 +3,8 @@
 Every grader turns `(sample, item)` into a `GradeResult`: a score, or a typed error that scores 0, plus a
 log (what a Python grader printed, why a judge decided). Nothing a grader does may raise into training:
 `Grader.grade_batch` catches everything. `sample` is `{"output_text": str, "output_json": ...}`
-(`output_json` only when the text parses as JSON) and `item` is the dataset row.
+(`output_json` only when the text parses as JSON, plus `output_tools` / `tool_calls` / `messages` for a
+tool-use rollout: graders/trajectory.py) and `item` is the dataset row.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import re
 from dataclasses import dataclass
 
 from graders.errors import ConfigError
+from graders.trajectory import is_trajectory, trajectory_fields
 
 # Our names for what can go wrong, and OpenAI's names for the same thing (from its grader API's metadata).
 ERROR_TYPES = {
@@ -106,9 +108,18 @@ def make_sample(output) -> dict:
         text = sample["output_text"]
         if not isinstance(text, str):
             sample["output_text"] = text = completion_text(text)
+    elif is_trajectory(output):  # a tool-use rollout: the final answer, the calls, the whole trajectory
+        sample = trajectory_fields(output)
+        text = sample["output_text"]
     else:
         text = completion_text(output)
         sample = {"output_text": text}
+    # Always there, empty without tools, so one grader serves runs with and without tools.
+    sample.setdefault("output_tools", [])
+    sample.setdefault("tool_calls", [])
+    # OpenAI's name for the same output, as one chat choice (its graders may read `sample.choices[0]...`)
+    sample.setdefault("choices", [{"index": 0, "message": {"role": "assistant", "content": text,
+                                                            "tool_calls": sample["output_tools"]}}])
     if "output_json" not in sample:
         try:
             sample["output_json"] = parse_json_text(text)

@@ -34,6 +34,7 @@ class _Batch:
         self.results: dict[str, list[GradeResult]] = {}
         self.tag: dict = {}  # what the caller said about this batch when it was made (e.g. step, split)
         self.rows: list[dict] = []  # one per completion, all graders merged, once every grader scored it
+        self.truncated: list[bool] = []  # completions that used all of max_completion_tokens (when known)
         self.started = time.monotonic()
         self.ended = self.started
 
@@ -52,6 +53,8 @@ class RewardBridge:
         # Called as fn(rows, items, tag, log_metric) when every grader has scored a batch (outside the lock):
         # the engine's curriculum follows the reward this way.
         self.listeners: list = []
+        # The engine sets rft.max_completion_length here, so rows can say which rollouts were cut short.
+        self.max_completion_tokens = 0
         self._reset_stats()
 
     def _reset_stats(self):
@@ -64,7 +67,7 @@ class RewardBridge:
         bridge = self
         if grader.is_async:
             async def reward(prompts=None, completions=None, completion_ids=None, **kwargs):
-                batch = bridge._batch(grader.name, prompts, completions, kwargs)
+                batch = bridge._batch(grader.name, prompts, completions, kwargs, completion_ids)
                 started = time.monotonic()
                 try:
                     results = await grader.agrade_batch(batch.samples, batch.items)
@@ -73,7 +76,7 @@ class RewardBridge:
                 return bridge._record(grader, batch, results, started, kwargs.get("log_metric"))
         else:
             def reward(prompts=None, completions=None, completion_ids=None, **kwargs):
-                batch = bridge._batch(grader.name, prompts, completions, kwargs)
+                batch = bridge._batch(grader.name, prompts, completions, kwargs, completion_ids)
                 started = time.monotonic()
                 try:
                     results = grader.grade_batch(batch.samples, batch.items)
@@ -92,7 +95,7 @@ class RewardBridge:
                 return batch
         return None
 
-    def _batch(self, name, prompts, completions, kwargs) -> _Batch:
+    def _batch(self, name, prompts, completions, kwargs, completion_ids=None) -> _Batch:
         completions = completions if completions is not None else []
         with self._lock:
             found = self._find(name, prompts, completions)
@@ -107,6 +110,8 @@ class RewardBridge:
                                      for k, v in columns.items()}, prompts[i]))
         batch = _Batch(prompts, completions, [make_sample(c) for c in completions], items)
         batch.tag = dict(self.tag)
+        if completion_ids is not None and self.max_completion_tokens:
+            batch.truncated = [len(ids) >= self.max_completion_tokens for ids in completion_ids]
         with self._lock:
             found = self._find(name, batch.prompts, completions)  # another thread may have built it meanwhile
             if found is not None:
@@ -166,10 +171,18 @@ class RewardBridge:
         for i, sample in enumerate(batch.samples):
             scores, total, errors, logs = combine(self.graders, batch.results, i)
             prompt = batch.prompts[i]
-            rows.append({"prompt": prompt if isinstance(prompt, str) else to_text(prompt),
-                         "completion": sample["output_text"] if isinstance(sample, dict) else
-                         completion_text(batch.completions[i]),
-                         "scores": scores, "total": total, "errors": errors, "logs": logs, **batch.tag})
+            row = {"prompt": prompt if isinstance(prompt, str) else to_text(prompt),
+                   "completion": sample["output_text"] if isinstance(sample, dict) else
+                   completion_text(batch.completions[i]),
+                   "scores": scores, "total": total, "errors": errors, "logs": logs, **batch.tag}
+            if i < len(batch.truncated) and batch.truncated[i]:
+                row["truncated"] = True
+            if isinstance(sample, dict) and "messages" in sample:  # a tool-use rollout: keep it turn by turn
+                row["trajectory"] = sample["messages"]
+                row["tools"] = {"calls": len(sample["tool_calls"]), "errors": sample["tool_errors"],
+                                "turns": sample["turns"], "unfinished": sample["unfinished"],
+                                "names": sorted({c["name"] for c in sample["tool_calls"]})}
+            rows.append(row)
         return rows
 
     # -- what the engine reads

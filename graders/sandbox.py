@@ -45,11 +45,16 @@ class Program:
     max_output_kb: int = 64
     load_timeout_s: float = 60.0
     read_dirs: tuple[str, ...] = ()
+    # "grade": call grade(sample, item), expect a finite number. "tool": call the function named `entry` with
+    # a row's first element as keyword arguments, and return its result as text (Agent RFT's tools).
+    kind: str = "grade"
+    entry: str = "grade"
     gid: str = field(default="", compare=False)
 
     def __post_init__(self):
         if not self.gid:
-            digest = hashlib.sha256(f"{self.filename}\0{self.source}".encode("utf-8", "surrogatepass"))
+            key = f"{self.filename}\0{self.kind}\0{self.entry}\0{self.source}"
+            digest = hashlib.sha256(key.encode("utf-8", "surrogatepass"))
             object.__setattr__(self, "gid", digest.hexdigest()[:16])
 
     def limits(self) -> dict:
@@ -283,12 +288,12 @@ class SandboxPool:
         """Run rows[start:] on `worker`. Returns (index of the failing row, error or None, live worker)."""
         limits = program.limits()
         msg = {"op": "run", "gid": program.gid, "limits": limits, "read_dirs": list(program.read_dirs),
-               "rows": rows[start:]}
+               "rows": rows[start:], "kind": program.kind}
         i = start
         try:
             worker.wait_ready()
             if program.gid not in worker.loaded:
-                msg["source"], msg["filename"] = program.source, program.filename
+                msg["source"], msg["filename"], msg["entry"] = program.source, program.filename, program.entry
             worker.send(msg)
             if "source" in msg:
                 loaded = worker.read(time.monotonic() + program.load_timeout_s + _GRACE_S + 5)

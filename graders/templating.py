@@ -13,6 +13,7 @@ import json
 import re
 
 from graders.base import GraderFailure
+from graders.trajectory import SAMPLE_KEYS
 
 NAMESPACES = ("sample", "item")
 _PLACEHOLDER = re.compile(r"\{\{\s*(.*?)\s*\}\}", re.S)
@@ -46,6 +47,9 @@ def parse_path(expr: str) -> tuple[str, tuple]:
         else:
             steps.append(int(key) if key.lstrip("-").isdigit() else key)
         pos = match.end()
+    if namespace == "sample" and steps and steps[0] not in SAMPLE_KEYS:
+        raise TemplateSyntaxError(f"'{{{{{expr}}}}}': the sample has no '{steps[0]}'; it has "
+                                  f"{', '.join(SAMPLE_KEYS)} (tool fields are empty without tools)")
     return namespace, tuple(steps)
 
 

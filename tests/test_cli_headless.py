@@ -80,7 +80,8 @@ def test_chat_loop_keeps_history_resets_and_ends(tmp_path, monkeypatch, capsys):
     run = _bare_run(tmp_path, with_adapter=True)
     seen = []
 
-    def fake_reply(model, adapter, history, temperature, max_new_tokens, quantization, trust, template_kwargs=None):
+    def fake_reply(model, adapter, history, temperature, max_new_tokens, quantization, trust, template_kwargs=None,
+                   tools=None, max_calls=3):
         seen.append((adapter, [m["content"] for m in history]))
         return f"reply {len(seen)}"
 

@@ -57,14 +57,19 @@ def test_python_file_too_large(tmp_path):
 EQ_LAMBDA = "grade = lambda sample, item: float(sample['output_text'] == item['answer'])\n"
 
 
+NO_TOOLS = {"output_tools": [], "tool_calls": [],
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "seven", "tool_calls": []}}]}
+
+
 @pytest.mark.parametrize("source,hit,miss", [
     (EQ_LAMBDA, ({"output_text": "7"}, {"answer": "7"}), ({"output_text": "8"}, {"answer": "7"})),
     ("grade: object = " + EQ_LAMBDA.removeprefix("grade = "),
      ({"output_text": "7"}, {"answer": "7"}), ({"output_text": "8"}, {"answer": "7"})),
     # operator.eq(sample, item): the whole sample equals the whole item, its bool counting as 1.0 / 0.0 (text
-    # that is not JSON, since a JSON output would add `output_json` to the sample)
-    ("from operator import eq as grade\n", ({"output_text": "seven"}, {"output_text": "seven"}),
-     ({"output_text": "seven"}, {"output_text": "eight"})),
+    # that is not JSON, since a JSON output would add `output_json` to the sample; every sample has the tool
+    # fields, empty without tools)
+    ("from operator import eq as grade\n", ({"output_text": "seven"}, {"output_text": "seven", **NO_TOOLS}),
+     ({"output_text": "seven"}, {"output_text": "eight", **NO_TOOLS})),
 ])
 def test_grade_bound_by_assignment_or_import_is_accepted(source, hit, miss):
     [g] = build_graders([{"name": "p", "type": "python", "source": source}])

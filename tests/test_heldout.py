@@ -1,4 +1,4 @@
-"""Held-out score during training (`eval.every_steps`, callbacks.HeldoutCallback) and the Monitor's chart and
+"""Held-out score during training (`eval.every_steps`, training/heldout_callback.py) and the Monitor's chart and
 base / SFT / RFT table built from it (figures.heldout_figure / heldout_table, tab_monitor.view)."""
 
 import json

@@ -62,7 +62,7 @@ def test_check_data_reports_prompts_too_long(tmp_path, tiny_tok):
 def test_sft_only_eval_answers_are_not_cut_at_rft_max_completion_length(tmp_path, tiny_tok):
     """An SFT-only run's held-out answers are ~60 tokens: the cap comes from them, not from rft's 8."""
     from finetuner.evaluation.heldout import eval_split
-    from finetuner.training.callbacks import HeldoutSet
+    from finetuner.training.heldout_callback import HeldoutSet
 
     answer = "Answer: " + "seven " * 10
     rows = [{"prompt": f"Say {i}.", "completion": answer} for i in range(6)]

@@ -107,7 +107,10 @@ class RFTConfig:
     grad_accum: int = _f(1, "Steps whose gradients are summed before one update.", lo=1)
     num_generations: int = _f(4, lo=2, help="Completions sampled per prompt; rewards are compared within each group "
                               "(at least 2).")
-    max_completion_length: int = _f(128, lo=1, help="Longest completion sampled, in tokens.")
+    max_completion_length: int = _f(128, lo=1, help="Longest completion sampled, in tokens. With tools it bounds the "
+                                    "whole trajectory: the calls, the tools' answers and the final answer.")
+    max_tool_calls: int = _f(3, lo=1, hi=50, help="With tools: the most rounds of tool calls in one rollout (TRL's "
+                             "`max_tool_calling_iterations`); a rollout still calling after them is marked unfinished.")
     max_prompt_length: int = _f(512, lo=0, help="Longest RFT prompt in tokens, counted as the model sees it (chat "
                                 "template and generation prompt included); longer rows are dropped, not cut, since a "
                                 "cut chat prompt silently changes the task. The run log and check-data say how many. "
@@ -218,6 +221,12 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig, metadata={"help": "Training and evaluation data."})
     graders: list = _f([], "Graders for RFT (and evaluation): a list of grader definitions, each with `name`, "
                        "`type` and `weight` (see the graders reference).")
+    tools: list = _f([], "Tools for Agent RFT: Python functions the model may call while it answers, each a mapping "
+                     "with `source` (the code), `file` (a .py path) or `example` (`calculator`, `table_lookup`, "
+                     "`python_eval`), and optional `name` (the function to use), `table` (a CSV the tool may read, "
+                     "as `TABLE`), `timeout_s` (5), `memory_mb` (1024), `max_result_chars` (2000). The function's "
+                     "type hints and docstring are what the model is told. Tools run in the graders' sandbox; an "
+                     "error is the answer the model reads. Empty: no tools.")
     adapter: AdapterConfig = field(default_factory=AdapterConfig, metadata={"help": "The trainable adapter."})
     sft: SFTConfig = field(default_factory=SFTConfig, metadata={"help": "Hyper-parameters of the SFT stage."})
     rft: RFTConfig = field(default_factory=RFTConfig, metadata={"help": "Hyper-parameters of the RFT stage."})

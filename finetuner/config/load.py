@@ -183,6 +183,10 @@ def portable_config(config):
         setattr(cfg.data, key, cfg.resolve(getattr(cfg.data, key)))
     for spec in cfg.graders:
         _absolute_grader_paths(spec, cfg.resolve)
+    for spec in cfg.tools:
+        for key in ("file", "table"):
+            if isinstance(spec, dict) and isinstance(spec.get(key), str) and spec[key]:
+                spec[key] = cfg.resolve(spec[key])
     return cfg
 
 

@@ -72,6 +72,17 @@ def validate(cfg: RunConfig) -> None:
         if not isinstance(tracker, str) or not tracker.strip():
             raise ConfigError(f"`report_to[{i}]` is {tracker!r}; give a tracker name such as `tensorboard`.")
     _validate_graders(cfg)
+    _validate_tools(cfg)
+
+
+def _validate_tools(cfg: RunConfig) -> None:
+    """Tools are read (not run) here, so a bad tool is refused before anything starts."""
+    if not isinstance(cfg.tools, list):
+        raise ConfigError("`tools` must be a list of tool definitions (each with `source`, `file` or `example`).")
+    if cfg.tools:
+        from graders.tools import build_tools
+
+        build_tools(cfg.tools, cfg.base_dir)
 
 
 def _check_fields(section, prefix: str = "") -> None:

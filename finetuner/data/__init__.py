@@ -101,6 +101,15 @@ def load_stage_data(cfg: RunConfig, stage: str, tokenizer, progress=None, limit_
 
     if stage == "sft":
         conv = to_sft(Records(fmt, rows), tokenizer, cfg.model.chat_template_kwargs)
+        if cfg.tools and tokenizer is not None:
+            # Tool-use demonstrations are rendered with the run's tool list, exactly as RFT's prompts are
+            # (TRL's SFT reads a `tools` column; JSON text, as `datasets` cannot hold differing schemas).
+            import json
+
+            from graders.tools import build_tools
+
+            tools = json.dumps([t.schema() for t in build_tools(cfg.tools, cfg.base_dir)])
+            conv.rows = [{**row, "tools": tools} for row in conv.rows]
     else:  # GRPO applies the template itself, with GRPOConfig.chat_template_kwargs
         conv = to_rft(Records(fmt, rows), tokenizer)
     notes += render(records.notes + conv.notes)

@@ -184,6 +184,30 @@ def _maybe_json_list(value):
     return value
 
 
+def _tool_calls(value, at: str, errs: list[str]) -> list[dict] | None:
+    """An assistant turn's `tool_calls` in the shape chat templates read: [{"type": "function", "function":
+    {"name", "arguments": {...}}}]; OpenAI's JSON-text arguments and a bare {"name", "arguments"} are accepted."""
+    if not isinstance(value, list):
+        errs.append(f"{at} `tool_calls` is a {_json_type(value)}; it must be a list of calls")
+        return None
+    calls = []
+    for k, call in enumerate(value):
+        function = call.get("function", call) if isinstance(call, dict) else None
+        name = function.get("name") if isinstance(function, dict) else None
+        arguments = function.get("arguments", {}) if isinstance(function, dict) else None
+        if isinstance(arguments, str):
+            try:
+                arguments = json.loads(arguments or "{}")
+            except json.JSONDecodeError:
+                arguments = None
+        if not isinstance(name, str) or not name or not isinstance(arguments, dict):
+            errs.append(f"{at} `tool_calls[{k}]` must be {{\"type\": \"function\", \"function\": {{\"name\": ..., "
+                        f"\"arguments\": {{...}}}}}}")
+            return None
+        calls.append({"type": "function", "function": {"name": name, "arguments": arguments}})
+    return calls
+
+
 def _messages(value, col: str, errs: list[str], need_assistant: bool, ignored: set | None = None
               ) -> list[dict] | None:
     """Chat turns as [{role, content}]; other keys of a turn go into `ignored`, for a note."""
@@ -228,19 +252,30 @@ def _messages(value, col: str, errs: list[str], need_assistant: bool, ignored: s
             errs.append(f"{at} has role {shown}; use one of {', '.join(ROLES[:4])}{hint}")
             bad = True
             continue
-        if content is None:
+        calls = None
+        if role == "assistant" and msg.get("tool_calls"):  # a tool-use demonstration (Agent RFT's SFT data)
+            calls = _tool_calls(msg["tool_calls"], at, errs)
+            if calls is None:
+                bad = True
+                continue
+        if content is None and not calls:
             errs.append(f"{at} ({role}) has no `content`")
             bad = True
-        elif not isinstance(content, str):
+        elif content is not None and not isinstance(content, str):
             errs.append(f"{at} ({role}) content is a {_json_type(content)}; it must be text")
             bad = True
-        elif not content.strip():
+        elif not (content or "").strip() and not calls:
             errs.append(f"{at} ({role}) has empty content")
             bad = True
         else:
-            out.append({"role": role, "content": content})
-            if ignored is not None and len(msg) > 2:
-                ignored.update(k for k in msg if k not in ("role", "content"))
+            turn = {"role": role, "content": content or ""}
+            if calls:
+                turn["tool_calls"] = calls
+            if role == "tool" and isinstance(msg.get("name"), str):
+                turn["name"] = msg["name"]
+            out.append(turn)
+            if ignored is not None and len(msg) > len(turn):
+                ignored.update(k for k in msg if k not in turn)
     if bad:
         return None
     if need_assistant and not any(x["role"] == "assistant" for x in out):

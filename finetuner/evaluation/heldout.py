@@ -182,8 +182,10 @@ def evaluate_run(run: RunFolder, rows: int = 50, progress=None, max_new_tokens: 
     eval/samples.jsonl; return the results. `progress(fraction, text)` is told how far it got."""
     from graders import build_graders
 
+    from graders.tools import build_tools
+
     from finetuner.config import load_config
-    from finetuner.modeling.generate import generate
+    from finetuner.evaluation.answers import answers
     from finetuner.modeling.load import load_tokenizer
 
     say = progress or (lambda fraction, text: None)
@@ -204,6 +206,7 @@ def evaluate_run(run: RunFolder, rows: int = 50, progress=None, max_new_tokens: 
         specs = [REFERENCE_GRADER]
         notes.append("The run has no graders: answers are scored by exact match with the reference answer.")
     graders = build_graders(specs, cfg.base_dir)
+    tools = build_tools(cfg.tools, cfg.base_dir)  # an agent run is evaluated with its tools, as it trained
     tokens = max_new_tokens or answer_token_limit(cfg, items, run_tok)
     outputs: dict[str, list[dict]] = {}
     try:
@@ -211,8 +214,8 @@ def evaluate_run(run: RunFolder, rows: int = 50, progress=None, max_new_tokens: 
             span = 0.9 / len(variants)
             say(0.05 + i * span, f"{label}: generating {len(prompts)} answers")
             with MODELS.use(cfg.model.name, adapter, cfg.model.quantization, cfg.model.trust_remote_code) as (m, tok):
-                texts = [o[0] for o in generate(m, tok, list(prompts), n=1, max_new_tokens=tokens, temperature=0.0,
-                                                template_kwargs=cfg.model.chat_template_kwargs)]
+                texts = answers(m, tok, list(prompts), tokens, cfg.model.chat_template_kwargs, tools,
+                                cfg.rft.max_tool_calls)
             say(0.05 + (i + 0.7) * span, f"{label}: grading")
             outputs[key] = _grade(graders, texts, items)
     finally:
@@ -225,14 +228,23 @@ def evaluate_run(run: RunFolder, rows: int = 50, progress=None, max_new_tokens: 
     return results
 
 
-def _grade(graders, texts: list[str], items: list[dict]) -> list[dict]:
-    per = {g.name: g.grade_batch(texts, items) for g in graders}
+def _grade(graders, completions: list, items: list[dict]) -> list[dict]:
+    """One row per completion (text, or a tool-use trajectory: its final answer plus the turns)."""
+    from graders.base import make_sample
+
+    samples = [make_sample(c) for c in completions]
+    per = {g.name: g.grade_batch(samples, items) for g in graders}
     rows = []
-    for i, text in enumerate(texts):
+    for i, sample in enumerate(samples):
         scores = {name: (r[i].score if r[i].ok else None) for name, r in per.items()}
         errors = {name: r[i].error.to_dict() for name, r in per.items() if not r[i].ok}
         total = sum(g.weight * (scores[g.name] or 0.0) for g in graders)
-        rows.append({"completion": text, "scores": scores, "total": total, "errors": errors})
+        row = {"completion": sample["output_text"], "scores": scores, "total": total, "errors": errors}
+        if "messages" in sample:
+            row["trajectory"] = sample["messages"]
+            row["tools"] = {"calls": len(sample["tool_calls"]), "errors": sample["tool_errors"],
+                            "turns": sample["turns"], "unfinished": sample["unfinished"]}
+        rows.append(row)
     return rows
 
 
@@ -250,6 +262,8 @@ def _summarise(run, cfg, graders, variants, outputs, n, tokens, notes, started) 
                        "total": _mean(r["total"] for r in rows),
                        "errors": {g.name: sum(1 for r in rows if g.name in r["errors"]) for g in graders},
                        "mean_chars": _mean(len(r["completion"]) for r in rows)}
+        if cfg.tools:  # Agent RFT: how often each model reached for a tool on the held-out rows
+            models[key]["tool_call_rate"] = _mean(bool((r.get("tools") or {}).get("calls")) for r in rows)
     return {"run_id": run.id, "rows": n, "created": time.time(), "seconds": round(time.time() - started, 2),
             "model": cfg.model.name, "max_new_tokens": tokens, "greedy": True,
             "graders": [{"name": g.name, "weight": g.weight} for g in graders], "models": models, "notes": notes}
@@ -290,9 +304,9 @@ def load_results(run: RunFolder) -> tuple[dict | None, list[dict]]:
 
 def chat_reply(model_name: str, adapter: str | None, history: list[dict], temperature: float = 0.7,
                max_new_tokens: int = 128, quantization: str = "auto", trust: bool = False,
-               template_kwargs: dict | None = None) -> str:
+               template_kwargs: dict | None = None, tools=None, max_calls: int = 3) -> str:
     """The model's next message for a chat `history` of {role, content} ending with the user's turn.
-    `template_kwargs`: the run's `model.chat_template_kwargs`."""
+    `template_kwargs`: the run's `model.chat_template_kwargs`; `tools`: the run's tools (graders/tools.py)."""
     from graders.base import content_text
 
     from finetuner.modeling.generate import generate
@@ -302,6 +316,14 @@ def chat_reply(model_name: str, adapter: str | None, history: list[dict], temper
     if not messages or messages[-1]["role"] != "user":
         raise FinetunerError("Type a message first.")
     with MODELS.use(model_name, adapter, quantization, trust) as (model, tok):
+        if tools:  # the run's tools, called as in training; the reply shows each call and its answer
+            from finetuner.evaluation.answers import shown_reply
+            from finetuner.modeling.tool_chat import run_with_tools
+
+            [out] = run_with_tools(model, tok, [messages], [t.function for t in tools], max_calls=max_calls,
+                                   max_new_tokens=int(max_new_tokens), do_sample=float(temperature) > 0,
+                                   temperature=max(float(temperature), 1e-3))
+            return shown_reply(out["messages"])
         return generate(model, tok, [messages], n=1, max_new_tokens=int(max_new_tokens),
                         temperature=float(temperature), template_kwargs=template_kwargs)[0][0]
 

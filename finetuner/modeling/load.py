@@ -29,6 +29,10 @@ def resolve_model_path(name: str, fetch: bool = True, progress=None) -> str:
         from finetuner.modeling.tiny import tiny_path
 
         return tiny_path()
+    if name.strip().lower() == "tiny-agent":  # the tool-calling tiny model (Agent RFT demo)
+        from finetuner.modeling.tiny import tiny_agent_path
+
+        return tiny_agent_path()
     if builtin_real.is_builtin_real(name):
         return builtin_real.builtin_real_path(progress) if fetch else str(builtin_real.folder())
     if gguf_in.is_gguf(name):

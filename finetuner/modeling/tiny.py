@@ -16,6 +16,8 @@ from pathlib import Path
 from graders.errors import ModelError
 
 TINY_DIR = Path(__file__).parent / "assets" / "tiny"
+# "model: tiny-agent": tiny warm-started on calculator tool transcripts (`build_tiny.py --agent`), for Agent RFT.
+TINY_AGENT_DIR = Path(__file__).parent / "assets" / "tiny-agent"
 
 UNK, PAD, IM_START, IM_END, EOT = "<unk>", "<pad>", "<|im_start|>", "<|im_end|>", "<|endoftext|>"
 SPECIAL_TOKENS = [UNK, PAD, IM_START, IM_END, EOT]
@@ -26,11 +28,28 @@ CHARS = [chr(c) for c in range(32, 127)] + ["\n", "\t"]
 # ChatML. The assistant content *and* its closing <|im_end|> sit inside
 # {% generation %} so TRL's `assistant_only_loss=True` trains the model to answer
 # and to stop; the trailing newline after <|im_end|> is not trained.
+# Tools (Agent RFT) are listed in one short system line, "Tools: name(arg,...)", and a call is
+# `<tool_call>{"name":...,"arguments":{...}}</tool_call>` inside the assistant turn, compact JSON:
+# the model has 256 positions, and a whole tool-use exchange must fit in them. A conversation without
+# tools renders exactly as before tools existed, so the demo's numbers do not move.
 CHAT_TEMPLATE = (
+    "{%- if tools %}"
+    "{{- '<|im_start|>system\\nTools:' }}"
+    "{%- for tool in tools %}{%- set f = tool.function if tool.function is defined else tool %}"
+    "{{- ' ' + f.name + '(' + (f.parameters.properties | list | join(',') if f.parameters is defined else '') + ')' }}"
+    "{%- endfor %}{{- '<|im_end|>\\n' }}"
+    "{%- endif %}"
     "{%- for message in messages %}"
     "{%- if message['role'] == 'assistant' %}"
     "{{- '<|im_start|>assistant\\n' }}"
-    "{%- generation %}{{- message['content'] + '<|im_end|>' }}{%- endgeneration %}"
+    "{%- generation %}{{- message['content'] or '' }}"
+    "{%- for call in message.tool_calls or [] %}{%- set f = call.function if call.function is defined else call %}"
+    "{{- '<tool_call>{\"name\":\"' + f.name + '\",\"arguments\":' }}"
+    "{%- if f.arguments is string %}{{- f.arguments }}"
+    "{%- else %}{{- f.arguments | tojson(separators=(',', ':')) }}{%- endif %}"
+    "{{- '}</tool_call>' }}"
+    "{%- endfor %}"
+    "{{- '<|im_end|>' }}{%- endgeneration %}"
     "{{- '\\n' }}"
     "{%- else %}"
     "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
@@ -38,6 +57,18 @@ CHAT_TEMPLATE = (
     "{%- endfor %}"
     "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
 )
+
+# How transformers' `parse_response` (and so TRL's tool loop) reads an assistant turn of that template
+# back into {"content", "tool_calls"}: the same shape as TRL's own templates for Qwen.
+RESPONSE_TEMPLATE = {
+    "defaults": {"role": "assistant"},
+    "start_anchor": "<|im_start|>assistant\n",
+    "fields": {
+        "tool_calls": {"open": "<tool_call>", "close_pattern": r"</tool_call>\s*", "repeats": True,
+                       "content": "json", "transform": {"type": "function", "function": "{content}"}},
+        "content": {"close_pattern": r"<\|im_end\|>\s*", "content": "text"},
+    },
+}
 
 
 def tiny_path() -> str:
@@ -50,6 +81,18 @@ def tiny_path() -> str:
             "Rebuild it with `python scripts/build_tiny.py` (CPU, about 5 minutes)."
         )
     return str(TINY_DIR)
+
+
+def tiny_agent_path() -> str:
+    """Folder of the committed tool-calling tiny model ("tiny-agent"), for `from_pretrained`."""
+    needed = ["config.json", "model.safetensors", "tokenizer.json"]
+    missing = [name for name in needed if not (TINY_AGENT_DIR / name).is_file()]
+    if missing:
+        raise ModelError(
+            f"The built-in tiny-agent model is incomplete: {', '.join(missing)} missing in {TINY_AGENT_DIR}. "
+            "Rebuild it with `python scripts/build_tiny.py --agent` (CPU, about 10 minutes)."
+        )
+    return str(TINY_AGENT_DIR)
 
 
 def build_tokenizer():
@@ -77,4 +120,5 @@ def build_tokenizer():
         model_max_length=256,
     )
     tok.chat_template = CHAT_TEMPLATE
+    tok.response_template = RESPONSE_TEMPLATE
     return tok

@@ -87,10 +87,12 @@ def _grpo_args(cfg, run, device, reward_weights, do_eval: bool) -> dict:
         eval_strategy="steps" if do_eval else "no", eval_steps=r.eval_steps if do_eval else None,
         per_device_eval_batch_size=r.num_generations * max(1, r.batch_size // r.num_generations),
         log_completions=False, chat_template_kwargs=dict(cfg.model.chat_template_kwargs) or None,
+        **({"max_tool_calling_iterations": r.max_tool_calls} if cfg.tools else {}),
         **vllm_args(r, mode))
 
 
-def build_grpo_trainer(cfg, run, model, tok, data, peft_config, device, bridge, callbacks, curriculum=None):
+def build_grpo_trainer(cfg, run, model, tok, data, peft_config, device, bridge, callbacks, curriculum=None,
+                       tools=None):
     from trl import GRPOConfig
 
     from finetuner.training.algorithms import describe
@@ -100,7 +102,11 @@ def build_grpo_trainer(cfg, run, model, tok, data, peft_config, device, bridge, 
     do_eval = bool(r.eval_steps and data.eval is not None and len(data.eval))
     args = GRPOConfig(**_grpo_args(cfg, run, device, bridge.weights, do_eval))
     log.info(describe(r))
+    if tools:
+        log.info("Agent RFT: tools %s, at most %d rounds of calls per rollout, %d tokens per trajectory.",
+                 ", ".join(str(t) for t in tools), r.max_tool_calls, r.max_completion_length)
     return TimedGRPOTrainer(model=model, reward_funcs=bridge.reward_funcs, args=args,
+                            tools=[t.function for t in tools] if tools else None,
                             train_dataset=data.train, eval_dataset=data.eval if do_eval else None,
                             processing_class=tok, peft_config=peft_config, callbacks=callbacks, bridge=bridge,
                             curriculum=curriculum)
@@ -172,6 +178,11 @@ def _prepare(cfg: RunConfig, todo: list[str], notices: list[str]) -> dict:
         log.warning(trust_notice(cfg.model.name))
         notices.append(trust_notice(cfg.model.name))
     tok = load_tokenizer(cfg.model.name, cfg.model.trust_remote_code)
+    if cfg.tools:  # a model that cannot call tools is refused before its weights load
+        from finetuner.training.agent import check_tokenizer
+        from graders.tools import build_tools
+
+        check_tokenizer(tok, build_tools(cfg.tools, cfg.base_dir), cfg.model.name)
     data = {}
     for stage in todo:
         data[stage] = load_stage_data(cfg, stage, tok)
@@ -241,7 +252,7 @@ def _load(cfg: RunConfig, run: RunFolder, todo: list[str], resume: bool):
     """Data and graders checked first, then the model; what a person should know goes to the status.
     Returns (datasets, model, tokenizer, device, held-out set or None)."""
     from finetuner.modeling.load import load_model
-    from finetuner.training.callbacks import HeldoutSet
+    from finetuner.training.heldout_callback import HeldoutSet
 
     notices: list[str] = []
     datasets = _prepare(cfg, todo, notices)
@@ -304,14 +315,22 @@ def _sft_adapter_model(model, run: RunFolder):
 def _train_stage(cfg, run, stage, model, tok, data, peft_config, device, offset, ckpt, heldout=None):
     from transformers.trainer_callback import PrinterCallback
 
-    from finetuner.training.callbacks import HeldoutCallback, ProgressCallback, RunFolderCallback
+    from finetuner.training.callbacks import ProgressCallback, RunFolderCallback
+    from finetuner.training.heldout_callback import HeldoutCallback
 
-    bridge = None
+    bridge, tools = None, None
     if stage == "rft":
         from graders import build_graders
         from graders.reward import RewardBridge
 
         bridge = RewardBridge(build_graders(cfg.graders, cfg.base_dir))
+        bridge.max_completion_tokens = cfg.rft.max_completion_length
+        if cfg.tools:
+            from finetuner.training.agent import ToolMetrics
+            from graders.tools import build_tools
+
+            tools = build_tools(cfg.tools, cfg.base_dir)
+            bridge.listeners.append(ToolMetrics(tools))
     cb = RunFolderCallback(run, stage, offset, bridge=bridge, max_error_rate=cfg.rft.max_grader_error_rate,
                            keep_best=cfg.rft.keep_best if stage == "rft" else 0)
     callbacks = [cb, ProgressCallback(stage)]
@@ -334,7 +353,7 @@ def _train_stage(cfg, run, stage, model, tok, data, peft_config, device, offset,
         else:
             curriculum = _curriculum(cfg, run, data, model, tok, bridge, ckpt, callbacks)
             trainer = build_grpo_trainer(cfg, run, model, tok, data, peft_config, device, bridge, callbacks,
-                                         curriculum)
+                                         curriculum, tools)
         # Our ProgressCallback and metrics.jsonl replace the trainer's dict printing.
         trainer.remove_callback(PrinterCallback)
         if faults.enabled():  # the tests' fault injection, one seam; never true outside tests

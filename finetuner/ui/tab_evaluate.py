@@ -209,11 +209,15 @@ def chat(ctx: AppContext, run_id: str, tuned: str, message: str, base_hist, tune
     adapters = {key: path for key, _label, path in ev.model_variants(run)}
     if tuned not in adapters or tuned == "base":
         raise RunError("This run has no trained adapter to chat with yet.")
+    from graders.tools import build_tools
+
+    tools = build_tools(cfg.tools, cfg.base_dir)  # an agent run chats with its tools, as it trained
     out = []
     for hist, adapter in ((base_hist or [], None), (tuned_hist or [], adapters[tuned])):
         hist = [*hist, {"role": "user", "content": message}]
         reply = ev.chat_reply(cfg.model.name, adapter, hist, temperature, max_tokens, cfg.model.quantization,
-                              cfg.model.trust_remote_code, template_kwargs=cfg.model.chat_template_kwargs)
+                              cfg.model.trust_remote_code, template_kwargs=cfg.model.chat_template_kwargs,
+                              tools=tools, max_calls=cfg.rft.max_tool_calls)
         out.append([*hist, {"role": "assistant", "content": reply}])
     return "", out[0], out[1]
 
