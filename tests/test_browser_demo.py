@@ -33,7 +33,7 @@ def test_one_click_demo_reaches_the_heldout_curve_and_table(tmp_path, monkeypatc
             load(page, app.url)
 
             page.locator("#try-demo").click()
-            expect(page.get_by_role("tab", name="4. Monitor")).to_have_attribute("aria-selected", "true")
+            expect(page.get_by_role("tab", name="5. Monitor")).to_have_attribute("aria-selected", "true")
             # The base model and the first SFT scorings: three curves (correct, format, weighted reward).
             wait_plot(page, HELDOUT, at_least=3, traces=3, timeout=240)
             table = dataframe(page, page, "Held-out score: base / after SFT")

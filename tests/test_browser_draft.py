@@ -45,7 +45,7 @@ def wait_saved(page, runs_dir: Path, test, what: str, tries: int = 100) -> None:
 
 
 def max_steps_box(page):
-    tab = open_tab(page, "3. Train")
+    tab = open_tab(page, "4. Train")
     acc = accordion(tab, "Advanced: SFT stage")
     return tab, acc, acc.get_by_role("spinbutton", name="Max steps")
 

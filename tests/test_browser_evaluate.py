@@ -45,7 +45,7 @@ def test_evaluate_follows_a_stopped_run_and_its_table_fits(tmp_path):
             page = browser.new_page(viewport=VIEWPORT)
             load(page, app.url)
             # Opened while it trains: the run is listed as running, with no adapter to compare yet.
-            tab = open_tab(page, "5. Evaluate & chat")
+            tab = open_tab(page, "6. Evaluate & chat")
             picker = tab.get_by_role("combobox", name="Run")
             expect(picker).to_have_value(f"{run.id} · running", timeout=30_000)
             expect(tab.get_by_text("is running and has no trained adapter yet")).to_be_visible()
@@ -61,7 +61,7 @@ def test_evaluate_follows_a_stopped_run_and_its_table_fits(tmp_path):
             expect(row).to_contain_text("stopped")
             expect(row.get_by_role("gridcell").nth(4)).to_have_text(str(step))
             # Back to Evaluate: the slider follows the run's 3 held-out rows; the stopped run evaluates.
-            tab = open_tab(page, "5. Evaluate & chat")
+            tab = open_tab(page, "6. Evaluate & chat")
             expect(tab.get_by_role("spinbutton", name="number input for Held-out rows")).to_have_value("3")
             tab.get_by_role("spinbutton", name="Max new tokens").first.fill("8")
             tab.get_by_role("button", name="Evaluate", exact=True).click()

@@ -121,7 +121,7 @@ def test_new_user_journey(tmp_path, monkeypatch):
             screenshot(page, 1, "data")
             # Own data moved the model off `tiny` to the real small model; these are sums, which the built-in
             # model knows, so the person picks it back on the Train tab (its grader test samples in seconds).
-            tab = open_tab(page, "3. Train")
+            tab = open_tab(page, "4. Train")
             model = tab.get_by_role("combobox", name="Model")
             expect(model).to_have_value(re.compile(r"^smollm2-135m"))
             model.click()
@@ -182,7 +182,7 @@ def test_new_user_journey(tmp_path, monkeypatch):
                 expect(tab.get_by_role("gridcell", name=kind, exact=True)).to_be_visible()
 
             # 4. Train: the built-in model (picked above), SFT then RFT, small step counts, then Launch.
-            tab = open_tab(page, "3. Train")
+            tab = open_tab(page, "4. Train")
             expect(tab.get_by_role("combobox", name="Model")).to_have_value(re.compile(r"^tiny"))
             expect(tab.get_by_role("radio", name="SFT then RFT")).to_be_checked()
             for section, values in (("sft", SFT), ("rft", RFT)):
@@ -202,7 +202,7 @@ def test_new_user_journey(tmp_path, monkeypatch):
             launched = time.time()
 
             # 5. Monitor: the app switches to it; loss points, then reward points, a rollout, Stop.
-            expect(page.get_by_role("tab", name="4. Monitor")).to_have_attribute("aria-selected", "true")
+            expect(page.get_by_role("tab", name="5. Monitor")).to_have_attribute("aria-selected", "true")
             tab = panel(page)
             wait_plot(page, "Training loss", timeout=180)
             timings["launch_to_first_plotted_point_s"] = round(time.time() - launched, 2)
@@ -253,7 +253,7 @@ def test_new_user_journey(tmp_path, monkeypatch):
             row.get_by_role("gridcell").first.click()
             expect(tab.get_by_role("combobox", name="Selected run")).to_have_value(re.compile(re.escape(run_id)))
             tab.get_by_role("button", name="Open in Monitor").click()
-            expect(page.get_by_role("tab", name="4. Monitor")).to_have_attribute("aria-selected", "true")
+            expect(page.get_by_role("tab", name="5. Monitor")).to_have_attribute("aria-selected", "true")
             tab = panel(page)
             wait_plot(page, "Training loss", at_least=10, timeout=30)
             wait_plot(page, "Reward", timeout=30)
@@ -261,7 +261,7 @@ def test_new_user_journey(tmp_path, monkeypatch):
             screenshot(page, 7, "monitor-after-restart")
 
             # 7. Evaluate: base / after SFT / after RFT on a few held-out rows.
-            tab = open_tab(page, "5. Evaluate & chat")
+            tab = open_tab(page, "6. Evaluate & chat")
             expect(tab.get_by_role("combobox", name="Run")).to_have_value(re.compile(re.escape(run_id)))
             # The run's label and status line follow its status.json: stopped (or finished), never "running",
             # and its saved adapter is offered.
@@ -301,9 +301,9 @@ def test_new_user_journey(tmp_path, monkeypatch):
             # test, so Launch proceeds, and the run stops at its first RFT step naming the judge: one grader
             # failing every grade is a third of all grades, under the overall limit, but over it on its own.
             judge.stop()
-            tab = open_tab(page, "3. Train")
+            tab = open_tab(page, "4. Train")
             tab.get_by_role("button", name="Launch training").click()
-            expect(page.get_by_role("tab", name="4. Monitor")).to_have_attribute("aria-selected", "true")
+            expect(page.get_by_role("tab", name="5. Monitor")).to_have_attribute("aria-selected", "true")
             tab = panel(page)
             progress = tab.locator(".ft-progress")
             expect(progress).not_to_contain_text(run_id)

@@ -79,7 +79,8 @@ def test_model_choices_list_tiny_first_then_the_real_small_model_and_each_recomm
     choices = model_choices()
     assert choices[0][1] == "tiny" and choices[1][1] == "smollm2-135m"
     assert "real small model" in choices[1][0] and "CPU" in choices[1][0]
-    assert [value for _label, value in choices[2:]] == list(MODELS)
+    assert choices[2][1] == "tiny-agent" and "tool" in choices[2][0]
+    assert [value for _label, value in choices[3:]] == list(MODELS)
     small = dict((v, label) for label, v in choices)["Qwen/Qwen2.5-0.5B-Instruct"]
     assert "0.5B" in small and "fits 8 GB" in small
 

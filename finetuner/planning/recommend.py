@@ -249,7 +249,8 @@ def model_choices() -> list[tuple[str, str]]:
     from finetuner.modeling.builtin_real import LABEL
 
     out = [("tiny: the built-in offline demo model (0.45M parameters, knows only sums; any CPU)", "tiny"),
-           (LABEL + " (0.13B, offline)", "smollm2-135m")]
+           (LABEL + " (0.13B, offline)", "smollm2-135m"),
+           ("tiny-agent: the built-in model that can call a calculator tool (Agent RFT demo; any CPU)", "tiny-agent")]
     for model in MODELS:
         gb = smallest_gpu(model)
         where = f"SFT fits {gb} GB" if gb else "needs more than 24 GB"

@@ -289,6 +289,20 @@ def _rewrite_grader_files(spec, files: _Files):
     return spec
 
 
+def _rewrite_tool_files(spec, files: _Files, notes: list[str]):
+    if not isinstance(spec, dict):
+        return spec
+    out = dict(spec)
+    for key in ("file", "table"):
+        value = out.get(key)
+        if isinstance(value, str) and Path(value).is_file():
+            out[key] = files.add(Path(value).resolve(), "tools")
+        elif isinstance(value, str) and value:
+            notes.append(f"Tool `{out.get('name') or out.get('example')}`: its `{key}` ({Path(value).name}) was not "
+                         f"found when the bundle was made; put it back and fix the path in run.yaml.")
+    return out
+
+
 def bundle_config(run: RunFolder) -> tuple[dict, dict[str, Path], list[str]]:
     """(config as a dict with bundle-relative paths and no secrets, {bundle name: source file}, notes)."""
     spec = yaml.safe_load(run.config_path.read_text(encoding="utf-8")) or {}
@@ -303,6 +317,8 @@ def bundle_config(run: RunFolder) -> tuple[dict, dict[str, Path], list[str]]:
             notes.append(f"`data.{key}` ({Path(value).name}) was not found when the bundle was made; put it "
                          f"back and fix the path in run.yaml.")
     spec["graders"] = _rewrite_grader_files(spec.get("graders") or [], files)
+    if spec.get("tools"):  # Agent RFT: a tool's code file and the table it reads travel with it
+        spec["tools"] = [_rewrite_tool_files(t, files, notes) for t in spec["tools"]]
     model = (spec.get("model") or {}).get("name", "")
     if model and Path(model).is_absolute():
         notes.append(f"The base model is a local folder ({model}); it is not in the bundle. Copy it and set "
@@ -314,7 +330,8 @@ def _readme(run: RunFolder, spec: dict, notes: list[str], has_results: bool) -> 
     lines = [f"# Finetuner run `{run.id}`", "",
              f"Method `{spec.get('method')}` on model `{(spec.get('model') or {}).get('name')}`. This bundle holds "
              "what is needed to train it again: `run.yaml` (paths relative to this folder), the data under "
-             "`data/` and grader files under `graders/`.", "", "## Train it again", "",
+             "`data/`, grader files under `graders/` and tool files under `tools/` (a tool's code is in run.yaml "
+             "unless it came from a file).", "", "## Train it again", "",
              # Finetuner is not on PyPI: a package there with the same name is an unrelated project, so the
              # commands install from the project's own folder and never name a package we do not own.
              "You need Finetuner itself: a copy or clone of the project this run was made with (the folder that "

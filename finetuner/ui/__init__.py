@@ -25,7 +25,8 @@ def build_app(ctx: AppContext):
     # import is still under way, and `datasets` (hashing a dataset in another handler) then finds no
     # `transformers.PreTrainedTokenizerBase` and fails (seen at page load: Evaluate and Monitor at once).
     transformers.PreTrainedTokenizerBase  # noqa: B018 - touching it finishes the import
-    from finetuner.ui import draft, tab_data, tab_evaluate, tab_graders, tab_monitor, tab_runs, tab_train, welcome
+    from finetuner.ui import (draft, tab_data, tab_evaluate, tab_graders, tab_monitor, tab_runs, tab_tools,
+                              tab_train, welcome)
 
     with gr.Blocks(title=TITLE, analytics_enabled=False) as demo:
         project = gr.State(new_project())
@@ -37,11 +38,14 @@ def build_app(ctx: AppContext):
                 tab_data.build(ctx, shared)
             with gr.Tab("2. Graders", id="graders"):
                 tab_graders.build(ctx, shared)
-            with gr.Tab("3. Train", id="train"):
+            # Optional (Agent RFT), so it keeps the numbered steps' numbers: "2b", not a renumbering.
+            with gr.Tab("3. Tools", id="tools"):
+                tab_tools.build(ctx, shared)
+            with gr.Tab("4. Train", id="train"):
                 tab_train.build(ctx, shared)
-            with gr.Tab("4. Monitor", id="monitor"):
+            with gr.Tab("5. Monitor", id="monitor"):
                 tab_monitor.build(ctx, shared)
-            with gr.Tab("5. Evaluate & chat", id="evaluate"):
+            with gr.Tab("6. Evaluate & chat", id="evaluate"):
                 tab_evaluate.build(ctx, shared)
             with gr.Tab("Runs", id="runs"):
                 tab_runs.build(ctx, shared)

@@ -217,7 +217,10 @@ def summary(project: dict) -> str:
     n = len(project.get("graders") or [])
     if n:
         parts.append(f"{n} grader{'s' if n != 1 else ''}")
-    if set(project.get("config") or {}) - {"data"}:
+    t = len((project.get("config") or {}).get("tools") or [])
+    if t:
+        parts.append(f"{t} tool{'s' if t != 1 else ''}")
+    if set(project.get("config") or {}) - {"data", "tools"}:
         parts.append("Train settings")
     return ", ".join(parts) or "settings"
 

@@ -121,3 +121,30 @@ def _cell(text, n: int = 200) -> str:
     text = str(text or "")
     text = text if len(text) <= n else text[: n - 1] + "…"
     return html.escape(text).replace("|", "\\|").replace("\n", "<br>")
+
+
+TOOL_WINDOW = 3  # latest RFT steps the tool notes look at
+TOOL_ERRORS = 0.5  # mean share of failed calls above which the note shows
+TOOL_UNFINISHED = 0.3  # mean share of rollouts still calling at the limit above which the note shows
+
+
+def tool_trouble_md(columns) -> str:
+    """Plain-words notes when an Agent RFT run's tool use looks wrong over its latest steps; '' otherwise."""
+    def recent(key):
+        last = columns.last(key, TOOL_WINDOW)
+        return sum(last) / len(last) if len(last) == TOOL_WINDOW else None  # too few steps to tell yet
+
+    notes = []
+    if recent("tools/call_rate") == 0:
+        notes.append(f"**The model never calls its tools** (none of the rollouts of the last {TOOL_WINDOW} steps "
+                     "did), so RFT cannot reward calling them: teach it with SFT demonstrations that call the tools "
+                     "first (`method: sft+rft`), or use a model whose chat template supports tools.")
+    errors = recent("tools/error_rate")
+    if errors is not None and errors > TOOL_ERRORS:
+        notes.append(f"**Most tool calls fail** ({errors:.0%} over the last {TOOL_WINDOW} steps): open a rollout "
+                     "below to see the tool's error (wrong argument names or types are the usual cause).")
+    unfinished = recent("tools/unfinished_rate")
+    if unfinished is not None and unfinished > TOOL_UNFINISHED:
+        notes.append(f"**{unfinished:.0%} of rollouts were still calling tools when stopped**, so they never gave "
+                     "a final answer: raise `rft.max_tool_calls` or `rft.max_completion_length`.")
+    return "\n\n".join(f"⚠️ {n}" for n in notes)

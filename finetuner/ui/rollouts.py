@@ -12,11 +12,22 @@ the clicked row's own cells (`find_row`): the table refreshes on a timer, so a p
 
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import dataclass
+
+from graders.trajectory import ERROR_PREFIXES
 
 ANY_ERROR = "any grader failed"
 NO_ERROR = "no grader failed"
 ALL = "all rollouts"
+# The tool-use filter (Agent RFT runs): its choices, each a test on a row.
+TOOL_FLAGS = {ALL: None,
+              "called a tool": lambda r: bool((r.get("tools") or {}).get("calls")),
+              "no tool call": lambda r: not (r.get("tools") or {}).get("calls"),
+              "a tool call failed": lambda r: bool((r.get("tools") or {}).get("errors")),
+              "unfinished (still calling at the limit)": lambda r: bool((r.get("tools") or {}).get("unfinished")),
+              "truncated (hit the length limit)": lambda r: bool(r.get("truncated"))}
 TEXT_CELL = 160  # characters of prompt/completion shown in the table; the detail view has all of it
 
 
@@ -31,9 +42,11 @@ class RolloutFilter:
     score_max: float | None = None
     search: str = ""  # case-insensitive, in prompt or completion
     stage: str = "all"
+    tool_flag: str = ALL  # a TOOL_FLAGS key
 
     # The Monitor's filter widgets, in the order its handlers receive their values.
-    INPUTS = ("step_min", "step_max", "split", "grader_error", "score_of", "score_min", "score_max", "search")
+    INPUTS = ("step_min", "step_max", "split", "grader_error", "score_of", "score_min", "score_max", "search",
+              "tool_flag")
 
     @classmethod
     def from_inputs(cls, *values) -> "RolloutFilter":
@@ -71,6 +84,7 @@ def filter_rollouts(samples: list[dict], f: RolloutFilter, limit: int | None = N
     lo, hi = _num(f.step_min), _num(f.step_max)
     smin, smax = _num(f.score_min), _num(f.score_max)
     needle = (f.search or "").strip().lower()
+    flag = TOOL_FLAGS.get(f.tool_flag or ALL)
     out: list[int] = []
     for i in range(len(samples) - 1, -1, -1):
         row = samples[i]
@@ -95,6 +109,8 @@ def filter_rollouts(samples: list[dict], f: RolloutFilter, limit: int | None = N
         if needle and needle not in str(row.get("prompt", "")).lower() and \
                 needle not in str(row.get("completion", "")).lower():
             continue
+        if flag is not None and not flag(row):
+            continue
         out.append(i)
         if limit and len(out) >= limit:
             break
@@ -110,19 +126,47 @@ def _fmt(v) -> str:
     return "error" if v is None else f"{v:.3g}"
 
 
-def _table_row(row: dict, graders: list[str]) -> list:
+def tool_cell(row: dict) -> str:
+    """The table's short tool-use summary of a row: '2 calls, 1 failed, unfinished'; '' for a plain rollout."""
+    info = row.get("tools")
+    parts = []
+    if isinstance(info, dict):
+        calls, errors = int(info.get("calls") or 0), int(info.get("errors") or 0)
+        parts.append(f"{calls} call{'s' * (calls != 1)}" if calls else "no call")
+        if errors:
+            parts.append(f"⚠ {errors} failed")
+        if info.get("unfinished"):
+            parts.append("⚠ unfinished")
+    if row.get("truncated"):
+        parts.append("✂ truncated")
+    return ", ".join(parts)
+
+
+def _has_tools(samples: list[dict], keys) -> bool:
+    return any("tools" in samples[i] or samples[i].get("truncated") for i in keys)
+
+
+def has_tool_rows(samples: list[dict], scan: int = 200) -> bool:
+    """Whether the newest rows are of a tool run (or were truncated): the tool-use filter is shown then."""
+    return _has_tools(samples, range(max(0, len(samples) - scan), len(samples)))
+
+
+def _table_row(row: dict, graders: list[str], tools: bool = False) -> list:
     scores = row.get("scores") or {}
     errors = row.get("errors") or {}
+    # The tools column sits among the grader columns, which find_row's `_fixed_cells` skips.
     return [str(row.get("stage", "")).upper(), row.get("step"), row.get("split", "train"), _fmt(row.get("total")),
-            *[_fmt(scores.get(g)) if g in scores else "" for g in graders],
+            *[_fmt(scores.get(g)) if g in scores else "" for g in graders], *([tool_cell(row)] if tools else []),
             ", ".join(f"{g}: {e.get('type')}" for g, e in errors.items()),
             _short(row.get("completion")), _short(row.get("prompt"), 80)]
 
 
 def rollout_table(samples: list[dict], keys: list[int], graders: list[str]) -> dict:
     """{"headers", "data"} for a gr.Dataframe: step, split, total, one column per grader, errors, texts."""
-    headers = ["stage", "step", "split", "total", *graders, "errors", "completion", "prompt"]
-    return {"headers": headers, "data": [_table_row(samples[i], graders) for i in keys]}
+    tools = _has_tools(samples, keys)  # a tool run, or truncated rollouts: one more column
+    headers = ["stage", "step", "split", "total", *graders, *(["tool use"] if tools else []), "errors",
+               "completion", "prompt"]
+    return {"headers": headers, "data": [_table_row(samples[i], graders, tools) for i in keys]}
 
 
 def _norm(value) -> str:
@@ -163,10 +207,11 @@ def find_row(samples: list[dict], keys: list[int], index: int | None, row_value=
     return next((i for i in range(len(samples) - 1, -1, -1) if same(i)), None)
 
 
-def _fence(text) -> str:
+def _fence(text, lang: str = "text") -> str:
     text = str(text or "")
-    fence = "````" if "```" in text else "```"
-    return f"{fence}text\n{text}\n{fence}"
+    # Longer than any run of backticks in the text, so the text cannot close the block (and is shown as is).
+    fence = "`" * max(3, 1 + max((len(run) for run in re.findall(r"`+", text)), default=0))
+    return f"{fence}{lang}\n{text}\n{fence}"
 
 
 def group_of(samples: list[dict], key: int, radius: int = 512) -> list[int]:
@@ -187,9 +232,10 @@ def rollout_detail(samples: list[dict], key: int | None) -> str:
     row = samples[key]
     scores, errors, logs = row.get("scores") or {}, row.get("errors") or {}, row.get("logs") or {}
     lines = [f"#### {str(row.get('stage', '')).upper()} step {row.get('step')} · {row.get('split', 'train')} · "
-             f"total reward {_fmt(row.get('total'))}", "**Prompt**", _fence(row.get("prompt")),
-             "**Completion**", _fence(row.get("completion")), "| grader | score | error | log |",
-             "| --- | --- | --- | --- |"]
+             f"total reward {_fmt(row.get('total'))}", *_marks(row), "**Prompt**", _fence(row.get("prompt")),
+             *(trajectory_md(row) if isinstance(row.get("trajectory"), list) else
+               ["**Completion**", _fence(row.get("completion"))]),
+             "| grader | score | error | log |", "| --- | --- | --- | --- |"]
     for name in sorted(set(scores) | set(errors) | set(logs)):
         err = errors.get(name)
         err_text = f"`{err.get('type')}`: {err.get('message')}" if err else ""
@@ -205,6 +251,76 @@ def rollout_detail(samples: list[dict], key: int | None) -> str:
             text = _short(samples[i].get("completion"), 100).replace("`", "'")
             lines.append(f"- {_fmt(samples[i].get('total'))}: `{text}`{mark}")
     return "\n".join(lines)
+
+
+def _marks(row: dict) -> list[str]:
+    """A warning line for an unfinished / truncated rollout or one whose tool calls failed; none otherwise.
+    Plain symbols (⚠ ✂ → ←), not emoji: those drew as empty boxes in a browser without an emoji font."""
+    info = row.get("tools") if isinstance(row.get("tools"), dict) else {}
+    marks = []
+    if info.get("unfinished"):
+        marks.append("⚠ **unfinished**: still calling tools when the call limit (`rft.max_tool_calls`) stopped it")
+    if row.get("truncated"):
+        marks.append("✂ **truncated**: cut off at `rft.max_completion_length` tokens")
+    if info.get("errors"):
+        marks.append(f"⚠ **{info['errors']} of {info.get('calls', '?')} tool calls failed**")
+    return [" · ".join(marks), ""] if marks else []
+
+
+def _code(name) -> str:
+    # Inline code shows its text as is (no HTML, no Markdown); only a backtick could end it.
+    return "`" + (" ".join(str(name or "?").split()).replace("`", "'") or "?") + "`"
+
+
+def _text(content) -> str:
+    if isinstance(content, list):  # content parts: [{"type": "text", "text": ...}]
+        return "".join(p.get("text", "") if isinstance(p, dict) else str(p) for p in content)
+    return "" if content is None else str(content)
+
+
+def _arguments(args) -> str:
+    if isinstance(args, str):  # OpenAI's shape: JSON text
+        try:
+            args = json.loads(args)
+        except ValueError:
+            return args
+    if not isinstance(args, (dict, list)):
+        return str(args)
+    text = json.dumps(args, ensure_ascii=False)
+    return text if len(text) <= 100 else json.dumps(args, ensure_ascii=False, indent=2)
+
+
+def trajectory_md(row: dict) -> list[str]:
+    """Markdown lines of a tool-use rollout, turn by turn: each model turn's text and tool calls (name and
+    arguments), each tool's answer (failed ones marked), then the final answer (`completion`)."""
+    messages = [m for m in row["trajectory"] if isinstance(m, dict)]
+    last = messages[-1] if messages else {}
+    final = last.get("role") == "assistant" and not last.get("tool_calls")
+    info = row.get("tools") if isinstance(row.get("tools"), dict) else {}
+    lines = ["", f"**Trajectory** ({info.get('turns', '?')} model turns, {info.get('calls', 0)} tool calls)"]
+    turn = 0
+    for m in messages[:-1] if final else messages:
+        if m.get("role") == "tool":
+            text = _text(m.get("content"))
+            failed = text.lstrip().startswith(ERROR_PREFIXES)
+            name = _code(m.get("name"))
+            head = f"⚠ **error** from tool {name}:" if failed else f"← tool {name} answered:"
+            lines += ["", f"> {head}", "", _fence(text)]
+            continue
+        turn += 1
+        lines += ["", f"**Model, turn {turn}**", ""]
+        if _text(m.get("content")).strip():
+            lines.append(_fence(_text(m.get("content"))))
+        for call in m.get("tool_calls") or []:
+            fn = (call.get("function") or call) if isinstance(call, dict) else {}
+            args = _fence(_arguments(fn.get("arguments")), "json")
+            lines += ["", f"→ calls {_code(fn.get('name'))} with:", "", args]
+    lines += ["", "**Final answer**", ""]
+    if final or not info.get("unfinished"):
+        lines.append(_fence(row.get("completion")))
+    else:
+        lines.append("*None: the model was still calling tools when it was stopped.*")
+    return [*lines, ""]
 
 
 def _cell(text) -> str:

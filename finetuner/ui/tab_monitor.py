@@ -20,7 +20,7 @@ import gradio as gr
 
 from graders.errors import RunError
 from finetuner.runs import ACTIVE_STATES, force_stop, list_runs, open_run, request_stop
-from finetuner.ui import figures, monitor_notes, rollouts
+from finetuner.ui import figures, monitor_notes, rollouts, tool_figures
 from finetuner.ui.context import AppContext, Shared, bind, safe
 from finetuner.ui.context import confirm_row as confirm_row_of
 from finetuner.ui.run_watch import get_watch, health_warnings, progress, progress_text
@@ -30,7 +30,8 @@ TICK_SECONDS = 2.0
 TABLE_ROWS = 200  # rollouts shown at once; filters narrow the rest down
 PLOTS = figures.PANELS
 OUTPUTS = (*PLOTS, "progress", "warnings", "stop", "force", "table", "keys", "error_filter", "score_of", "detail",
-           "picker", "seen", "heldout", "heldout_table", "notes", "curriculum", "review")
+           "picker", "seen", "heldout", "heldout_table", "notes", "curriculum", "review", "tools", "tools_reward",
+           "tool_filter")
 STATE_COLORS = {"running": "#2f9e44", "queued": "#868e96", "stopping": "#e67700", "finished": "#1c7ed6",
                 "stopped": "#868e96", "failed": "#e03131"}
 
@@ -113,7 +114,8 @@ def _empty_view(text: str = NO_RUN) -> dict:
                table={"headers": ["step", "total", "completion"], "data": []}, keys=[],
                error_filter=gr.skip(), score_of=gr.skip(), detail="", picker=gr.skip(), seen=None,
                heldout=gr.update(visible=False), heldout_table=gr.update(visible=False), notes="",
-               curriculum=gr.update(visible=False), review="")
+               curriculum=gr.update(visible=False), review="", tools=gr.update(visible=False),
+               tools_reward=gr.update(visible=False), tool_filter=gr.update(visible=False))
     return out
 
 
@@ -153,9 +155,12 @@ def view(ctx: AppContext, req: MonitorRequest, force: bool = False) -> dict:
         if figs is None:
             figs = figures.monitor_figures(watch.columns, opts[0], opts[1], run_id)
             cur = monitor_notes.curriculum_figure(watch.columns, opts[0], run_id)
+            tools = tool_figures.tool_figures(watch.columns, opts[0], run_id) or {}  # {}: not a tool run
             # review.jsonl is written with a metrics row (at an eval), so it is read once per metrics version too
             figs = watch.figure_cache[key] = {**figs, **heldout_outputs(watch.columns, run_id),
                                               "curriculum": gr.update(value=cur, visible=cur is not None),
+                                              **{k: gr.update(value=tools.get(k), visible=bool(tools))
+                                                 for k in ("tools", "tools_reward")},
                                               "review": monitor_notes.review_md(monitor_notes.review_rows(run.path))}
         out.update(figs)
     if seen is None or (seen["m"], seen["s"], seen["st"]) != (now["m"], now["s"], now["st"]):
@@ -165,7 +170,8 @@ def view(ctx: AppContext, req: MonitorRequest, force: bool = False) -> dict:
         covered = frozenset(k for k, on in (("zero_spread", zero), ("train_vs_eval", guard)) if on)
         health = health_warnings(watch, covered=covered)
         out["warnings"] = _warnings_md(health)
-        out["notes"] = "\n\n".join(t for t in (monitor_notes.guardrail_md(watch.status), zero) if t)
+        out["notes"] = "\n\n".join(t for t in (monitor_notes.guardrail_md(watch.status), zero,
+                                               monitor_notes.tool_trouble_md(watch.columns)) if t)
     if seen is None or (seen["m"], seen["st"]) != (now["m"], now["st"]):
         p = progress(watch)
         out["progress"] = _progress_html(p, run_id)
@@ -195,6 +201,7 @@ def rollout_outputs(samples: list[dict], f: rollouts.RolloutFilter, fresh: bool 
                                     else rollouts.ALL) if fresh or graders else gr.skip()
     out["score_of"] = gr.update(choices=["total", *graders],
                                 value=f.score_of if f.score_of in ["total", *graders] else "total")
+    out["tool_filter"] = gr.update(visible=rollouts.has_tool_rows(samples))
     return out
 
 
@@ -313,6 +320,9 @@ def build(ctx: AppContext, shared: Shared):
                 plots[name] = gr.Plot(show_label=False)
             if row == ("memory",):  # shown when the run logs `curriculum/*` (rft.curriculum)
                 curriculum_plot = gr.Plot(show_label=False, visible=False)
+    with gr.Row():  # shown when the run logs `tools/*` (a `tools:` run, Agent RFT)
+        tools_plot = gr.Plot(show_label=False, visible=False)
+        tools_reward_plot = gr.Plot(show_label=False, visible=False)
     with gr.Accordion("Highest-scored rollouts to review", open=False):
         review_box = gr.Markdown()
     with gr.Accordion("Rollouts: what the model wrote and how the graders scored it", open=True):
@@ -337,15 +347,19 @@ def build(ctx: AppContext, shared: Shared):
                                    min_width=110)
             search = gr.Textbox(label="Search", info="Text in the prompt or completion (Enter to apply)",
                                 min_width=170)
+            tool_flag = gr.Dropdown(list(rollouts.TOOL_FLAGS), value=rollouts.ALL, label="Tool use", visible=False,
+                                    info="Rollouts that called a tool, had a failed call, or were cut off",
+                                    min_width=170)
         table = gr.Dataframe(interactive=False, wrap=True, max_height=420, label="Rollouts",
                              value={"headers": ["step", "total", "completion"], "data": []})
         detail = gr.Markdown()
     keys, seen = gr.State([]), gr.State(None)
     timer = gr.Timer(TICK_SECONDS)
 
-    filters = [step_min, step_max, split, err, score_of, score_min, score_max, search]
+    filters = [step_min, step_max, split, err, score_of, score_min, score_max, search, tool_flag]
     outs = [*(plots[n] for n in PLOTS), progress_box, warnings_box, stop_btn, force_btn, table, keys, err,
-            score_of, detail, picker, seen, heldout_plot, heldout_table, notes_box, curriculum_plot, review_box]
+            score_of, detail, picker, seen, heldout_plot, heldout_table, notes_box, curriculum_plot, review_box,
+            tools_plot, tools_reward_plot, tool_flag]
     view_inputs = [picker, smoothing, log_y, live]
     gr.on(triggers=None, fn=safe(bind(ctx, attach)), inputs=[shared.run_id], outputs=picker)
     reload_btn.click(safe(bind(ctx, attach)), inputs=[picker], outputs=picker)
@@ -353,7 +367,7 @@ def build(ctx: AppContext, shared: Shared):
     gr.on([picker.change, smoothing.release, log_y.input], safe(bind(ctx, render)), inputs=[*view_inputs, *filters],
           outputs=outs)
     timer.tick(safe(bind(ctx, tick)), inputs=[*view_inputs, seen, *filters], outputs=outs, show_progress="hidden")
-    gr.on([split.input, err.input, score_of.input, step_min.submit, step_max.submit, score_min.submit,
+    gr.on([split.input, err.input, score_of.input, tool_flag.input, step_min.submit, step_max.submit, score_min.submit,
            score_max.submit, search.submit], safe(bind(ctx, apply_filters)), inputs=[picker, *filters],
           outputs=[table, keys])
 

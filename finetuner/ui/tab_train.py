@@ -229,6 +229,12 @@ def launch(ctx: AppContext, project, *values):
     if missing:
         return gr.skip(), gr.skip(), f"❌ {missing}"
     from finetuner.ui.grader_report import blocking_failure
+    from finetuner.ui.tool_forms import launch_refusal
+
+    # A model whose template cannot do tools would fail in the run after loading its weights: say it now.
+    refused = launch_refusal(cfg)
+    if refused:
+        return gr.skip(), gr.skip(), f"❌ {refused}"
 
     # A grader that failed on every test row would reward nothing but cost every step; SFT does not use it.
     blocked = blocking_failure(project) if "rft" in cfg.method else ""
@@ -249,7 +255,7 @@ def model_missing(name: str) -> str:
     from finetuner.modeling.builtin_real import is_builtin_real
 
     # The real small model comes from PyPI (fetched on first use), not the Hub, so offline is no obstacle.
-    if name == "tiny" or is_builtin_real(name) or Path(name).expanduser().exists() or \
+    if name in ("tiny", "tiny-agent") or is_builtin_real(name) or Path(name).expanduser().exists() or \
             os.environ.get("HF_HUB_OFFLINE") != "1":
         return ""
     try:
