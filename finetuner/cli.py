@@ -193,7 +193,8 @@ def cmd_demo(args) -> int:
     from finetuner.modeling.load import keep_bitsandbytes_quiet
 
     keep_bitsandbytes_quiet()
-    return run_demo(runs_dir=args.runs_dir, as_json=args.json, rft_steps=args.rft_steps, model=args.model)
+    return run_demo(runs_dir=args.runs_dir, as_json=args.json, rft_steps=args.rft_steps,
+                    model="agent" if args.agent else args.model)
 
 
 def cmd_bench(args) -> int:
@@ -267,6 +268,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--model", choices=("tiny", "smollm2-135m"), default="tiny",
                    help="tiny: 2-digit sums on the built-in model (~3 min); smollm2-135m: a number plus a digit, on "
                         "SmolLM2-135M-Instruct (longer)")
+    d.add_argument("--agent", action="store_true",
+                   help="Agent RFT: 3-digit sums the built-in tiny-agent model can only do with a calculator tool; "
+                        "SFT on a few tool-use demonstrations, then RFT with the tool (~10 min)")
     d.set_defaults(func=cmd_demo)
 
     b = sub.add_parser("bench", help="speed figures: engine vs plain TRL, grader throughput, UI timings")

@@ -3,6 +3,7 @@
     python scripts/build_tiny.py                     # writes finetuner/modeling/assets/tiny/
     python scripts/build_tiny.py --out /tmp/tiny --seed 3 --tries 1
     python scripts/build_tiny.py --check-only finetuner/modeling/assets/tiny
+    python scripts/build_tiny.py --agent             # writes finetuner/modeling/assets/tiny-agent/
 
 A ~0.45M-parameter Llama with a character-level tokenizer is pre-trained on a
 synthetic corpus (`make_doc`) so that it adds two-digit numbers and answers
@@ -34,8 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM  # noqa: E402
 
-from finetuner.demo import arith  # noqa: E402
-from finetuner.modeling.tiny import CHARS, EOT, IM_END, IM_START, TINY_DIR, build_tokenizer  # noqa: E402
+from finetuner.demo import agent_task, arith  # noqa: E402
+from finetuner.modeling.tiny import CHARS, EOT, IM_END, IM_START, TINY_AGENT_DIR, TINY_DIR, build_tokenizer  # noqa: E402
 
 SEQ_LEN, BATCH, LR, WARMUP = 64, 64, 3e-3, 100
 PROBE_ROWS = 400  # held-out problems per quality check
@@ -183,6 +184,129 @@ def check_only(path: str) -> int:
     return 0 if passes(q) else 1
 
 
+# --- Agent mode (`--agent`): the tool-calling "tiny-agent", warm-started from the committed tiny weights. ---
+# Continued pre-training mixes make_doc (so the chat and 2-digit skills stay) with tool transcripts for train-split
+# 3-digit sums. Whether a transcript calls the calculator or guesses depends on the question's phrasing
+# (AGENT_CALL_P by template), so greedy decoding calls the tool on roughly half of held-out questions: Agent RFT
+# then has a behaviour to spread (calling) and SFT a format to teach (transcripts never end in "Answer: N").
+AGENT_SEQ_LEN, AGENT_BATCH, AGENT_LR, AGENT_WARMUP, AGENT_STEPS = 256, 8, 1.5e-3, 50, 1400
+AGENT_ROW_P = 0.85  # share of rows that open with a whole transcript
+AGENT_DOC_P = 0.15  # share of the packed documents after it that are transcripts too
+AGENT_CALL_P = [0.9, 0.1, 0.9, 0.1, 0.9, 0.1, 0.9, 0.1]  # P(call) per agent_task.QUESTION_TEMPLATES entry
+GUESS_STYLES = ["The sum is {c}.", "{c}", "= {c}", "It's {c}.", "That makes {c}."]
+AGENT_PROBE_ROWS = 200
+# Agent build passes: calls on some but not all questions, copies the operands, copies the result back.
+AGENT_CALL_RANGE, MIN_RIGHT_CALLS, MIN_ANSWERED_AFTER_CALL = (0.3, 0.7), 0.8, 0.5
+
+
+def agent_doc(rng: random.Random, tok) -> str:
+    """One tool transcript: tools line, a 3-digit question, then a calculator call and answer, or a guess."""
+    a, b = agent_task.make_pair(rng, "train")
+    t = rng.randrange(len(agent_task.QUESTION_TEMPLATES))
+    msgs = [{"role": "user", "content": agent_task.question(a, b, rng, template=t)}]
+    if rng.random() < AGENT_CALL_P[t]:
+        msgs += [agent_task.tool_call(f"{a}+{b}"), {"role": "tool", "name": "calculator", "content": str(a + b)},
+                 {"role": "assistant", "content": rng.choice(CHAT_STYLES).format(a=a, b=b, c=a + b)}]
+    else:  # a guess in the model's head: near the sum, rarely right
+        guess = a + b + rng.choice([-1, 1]) * rng.randint(1, 120)
+        msgs.append({"role": "assistant", "content": rng.choice(GUESS_STYLES).format(c=guess)})
+    return tok.apply_chat_template(msgs, tools=[agent_task.calculator], tokenize=False)
+
+
+def make_agent_batch(rng: random.Random, vocab: dict[str, int], tok) -> torch.Tensor:
+    rows = []
+    for _ in range(AGENT_BATCH):
+        ids: list[int] = []
+        # Most rows open with a whole transcript: one packed at a random offset is usually cut before the answer.
+        if rng.random() < AGENT_ROW_P:
+            ids += tok.encode(agent_doc(rng, tok), add_special_tokens=False) + [vocab[EOT]]
+        while len(ids) < AGENT_SEQ_LEN:
+            doc = agent_doc(rng, tok) if rng.random() < AGENT_DOC_P else make_doc(rng)
+            ids += tok.encode(doc, add_special_tokens=False) + [vocab[EOT]]
+        rows.append(ids[:AGENT_SEQ_LEN])
+    return torch.tensor(rows)
+
+
+def train_agent(seed: int, steps: int, tok) -> tuple[LlamaForCausalLM, float]:
+    """Continue pre-training the committed tiny model on the agent mixture."""
+    torch.manual_seed(seed)
+    rng = random.Random(seed)
+    model = LlamaForCausalLM.from_pretrained(TINY_DIR)
+    print(f"[agent seed {seed}] warm start from {TINY_DIR}, {steps} steps of {AGENT_BATCH}x{AGENT_SEQ_LEN}", flush=True)
+    opt = torch.optim.AdamW(model.parameters(), lr=AGENT_LR, betas=(0.9, 0.95), weight_decay=0.01)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / AGENT_WARMUP) * (
+        0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * s / max(steps, 1)))))
+    vocab = tok.get_vocab()
+    model.train()
+    start = time.time()
+    for step in range(steps):
+        ids = make_agent_batch(rng, vocab, tok)
+        loss = model(input_ids=ids, labels=ids).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        if step % 100 == 0 or step == steps - 1:
+            print(f"[agent seed {seed}] step {step:5d}  loss {loss.item():.3f}  {time.time() - start:6.0f}s", flush=True)
+    model.eval()
+    return model, time.time() - start
+
+
+def check_agent(model, tok) -> dict:
+    """Held-out 3-digit questions with the calculator: how often it calls, with what, and what it answers."""
+    rows = agent_task.eval_rows(AGENT_PROBE_ROWS)
+    runs = agent_task.trajectories(model, tok, rows)
+    called = [i for i, r in enumerate(runs) if agent_task.called_calculator(r["messages"])]
+    calls = right = 0
+    for r, run in zip(rows, runs):
+        a, b = re.findall(r"\d+", r["prompt"])
+        for m in run["messages"]:
+            for call in m.get("tool_calls") or []:
+                calls += 1
+                expr = str((call["function"].get("arguments") or {}).get("expression", "")).replace(" ", "")
+                right += expr in (f"{a}+{b}", f"{b}+{a}")
+    finals = [agent_task.final_text(run["messages"]) for run in runs]
+    answered = [arith.last_int(finals[i]) == int(rows[i]["answer"]) for i in called]
+    uncalled = [i for i in range(len(rows)) if i not in set(called)]
+    n = len(rows)
+    return {
+        "tool_call_rate": round(len(called) / n, 4),
+        "right_call_share": round(right / max(calls, 1), 4),
+        "answered_after_call": round(sum(answered) / max(len(called), 1), 4),
+        "answered_without_call": round(sum(arith.last_int(finals[i]) == int(rows[i]["answer"]) for i in uncalled)
+                                       / max(len(uncalled), 1), 4),
+        "agent_format": round(sum(agent_task.is_format(t) for t in finals) / n, 4),
+        "agent_accuracy": round(sum(agent_task.is_correct(t, r["answer"]) for t, r in zip(finals, rows)) / n, 4),
+        "truncated": round(sum(run["truncated"] for run in runs) / n, 4),
+        "agent_examples": [f"{r['prompt']} -> {run['messages']!r}" for r, run in list(zip(rows, runs))[:4]],
+    }
+
+
+def agent_passes(q: dict) -> bool:
+    lo, hi = AGENT_CALL_RANGE
+    return (lo <= q["tool_call_rate"] <= hi and q["right_call_share"] >= MIN_RIGHT_CALLS
+            and q["answered_after_call"] >= MIN_ANSWERED_AFTER_CALL and q["agent_format"] <= MAX_CHAT_FORMAT)
+
+
+def build_agent(args) -> int:
+    tok = build_tokenizer()
+    steps = args.steps if args.steps != 3000 else AGENT_STEPS  # 3000 is the from-scratch default
+    model, seconds = train_agent(args.seed, steps, tok)
+    q = {**check_agent(model, tok), **check(model, tok)}
+    out = Path(args.out) if args.out != str(TINY_DIR) else TINY_AGENT_DIR  # never overwrite assets/tiny
+    report = {
+        "warm_start": "assets/tiny", "seed": args.seed, "steps": steps, "seconds": round(seconds, 1),
+        "threads": torch.get_num_threads(), "batch": AGENT_BATCH, "seq_len": AGENT_SEQ_LEN, "lr": AGENT_LR,
+        "row_p": AGENT_ROW_P, "doc_p": AGENT_DOC_P, "call_p": AGENT_CALL_P, "probe_rows": AGENT_PROBE_ROWS, "passes": agent_passes(q),
+        "torch": torch.__version__, **q,
+    }
+    save(model, tok, out, report)
+    print(json.dumps(report, indent=2))
+    print(f"wrote {out} (training {seconds:.0f}s)")
+    return 0 if report["passes"] else 1
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default=str(TINY_DIR), help="output folder (replaced)")
@@ -190,11 +314,14 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=3000)
     ap.add_argument("--tries", type=int, default=3, help="seeds to try until one passes the check")
     ap.add_argument("--check-only", metavar="DIR", help="evaluate an existing build and print the report")
+    ap.add_argument("--agent", action="store_true", help="build tiny-agent (tool calling) from the committed tiny")
     args = ap.parse_args(argv)
 
     torch.set_num_threads(2)  # results depend on the thread count; keep it fixed
     if args.check_only:
         return check_only(args.check_only)
+    if args.agent:
+        return build_agent(args)
 
     tok = build_tokenizer()
     best = None

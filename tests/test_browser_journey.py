@@ -125,8 +125,8 @@ def test_new_user_journey(tmp_path, monkeypatch):
             model = tab.get_by_role("combobox", name="Model")
             expect(model).to_have_value(re.compile(r"^smollm2-135m"))
             model.click()
-            page.get_by_role("option", name=re.compile(r"^tiny")).click()
-            expect(model).to_have_value(re.compile(r"^tiny"))
+            page.get_by_role("option", name=re.compile(r"^tiny: ")).click()
+            expect(model).to_have_value(re.compile(r"^tiny: "))
 
             # 3. Graders: a built-in string check and a Python grader through the forms, then Test graders.
             tab = open_tab(page, "2. Graders")
@@ -183,7 +183,7 @@ def test_new_user_journey(tmp_path, monkeypatch):
 
             # 4. Train: the built-in model (picked above), SFT then RFT, small step counts, then Launch.
             tab = open_tab(page, "4. Train")
-            expect(tab.get_by_role("combobox", name="Model")).to_have_value(re.compile(r"^tiny"))
+            expect(tab.get_by_role("combobox", name="Model")).to_have_value(re.compile(r"^tiny: "))
             expect(tab.get_by_role("radio", name="SFT then RFT")).to_be_checked()
             for section, values in (("sft", SFT), ("rft", RFT)):
                 acc = accordion(tab, f"Advanced: {section.upper()} stage")

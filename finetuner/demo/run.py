@@ -1,7 +1,8 @@
 """`python -m finetuner demo`: the offline SFT -> RFT demonstration, on the built-in model or a real one.
 
 `--model tiny` (default) runs `examples/arithmetic` (2-digit sums); `--model smollm2-135m` runs `examples/smollm2`
-(a number plus a digit, on SmolLM2-135M-Instruct). It launches the example's `run.yaml` exactly as the app would (a child process writing a run folder),
+(a number plus a digit, on SmolLM2-135M-Instruct); `--agent` runs `examples/agent` (3-digit sums with a calculator
+tool, on the built-in tiny-agent: Agent RFT). It launches the example's `run.yaml` exactly as the app would (a child process writing a run folder),
 then measures held-out format compliance and accuracy for the base model, after SFT and after RFT, on
 problems the model never trained on. With `--json` the last printed line is one JSON object.
 """
@@ -15,7 +16,10 @@ from pathlib import Path
 EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "examples"
 EXAMPLE = EXAMPLES_DIR / "arithmetic"
 # model -> (example folder, task module name in finetuner.demo: its `evaluate` scores the held-out rows)
-DEMOS = {"tiny": (EXAMPLE, "arith"), "smollm2-135m": (EXAMPLES_DIR / "smollm2", "addsmall")}
+DEMOS = {"tiny": (EXAMPLE, "arith"), "smollm2-135m": (EXAMPLES_DIR / "smollm2", "addsmall"),
+         "agent": (EXAMPLES_DIR / "agent", "agent_task")}
+# What each demo's stages teach, said when it starts.
+STORY = {"agent": "SFT shows a few calculator calls, then Agent RFT rewards right answers reached with the tool."}
 
 
 def _follow(run, started: float) -> dict:
@@ -88,8 +92,8 @@ def run_demo(runs_dir: str = "runs", as_json: bool = False, rft_steps: int | Non
             data[section].update(values)
         cfg = from_dict(data, base_dir=cfg.base_dir)
     run = launch(cfg, runs_dir)
-    print(f"Demo run {run.path} ({cfg.model.name}): SFT teaches the 'Answer: N' format, then RFT rewards correct sums.",
-          flush=True)
+    story = STORY.get(model, "SFT teaches the 'Answer: N' format, then RFT rewards correct sums.")
+    print(f"Demo run {run.path} ({cfg.model.name}): {story}", flush=True)
     status = _follow(run, started)
     if status.get("state") != "finished":
         print(f"The demo run ended {status.get('state')}: {status.get('error')}. See {run.log_path}.")
@@ -103,10 +107,13 @@ def run_demo(runs_dir: str = "runs", as_json: bool = False, rft_steps: int | Non
     run.eval_dir.mkdir(exist_ok=True)
     (run.eval_dir / "demo.json").write_text(json.dumps(summary, indent=1))
     print(f"\nHeld-out problems: {len(rows)} (never trained on)")
-    print(f"{'model':<10}{'format':>10}{'accuracy':>10}")
+    tools = any("tool_call_rate" in r for r in results.values())  # the agent demo also counts tool calls
+    print(f"{'model':<10}{'format':>10}{'accuracy':>10}" + (f"{'tool calls':>12}" if tools else ""))
     for name in ("base", "sft", "rft"):
         if name in results:
-            print(f"{name:<10}{results[name]['format']:>10.1%}{results[name]['accuracy']:>10.1%}")
+            r = results[name]
+            print(f"{name:<10}{r['format']:>10.1%}{r['accuracy']:>10.1%}"
+                  + (f"{r.get('tool_call_rate', 0.0):>12.1%}" if tools else ""))
     print(f"Total {summary['seconds']:.0f}s (training {train_seconds:.0f}s). Run folder: {run.path}")
     if as_json:
         print(json.dumps(summary))

@@ -57,6 +57,8 @@ class ToolMetrics:
             stats = tool.drain_stats()
             if stats["calls"]:
                 log_metric(f"tools/{tool.name}/seconds", stats["seconds"] / stats["calls"])
+                # counted by the tool itself, so a failed call whose answer TRL dropped (no room) counts too
+                log_metric(f"tools/{tool.name}/errors", stats["errors"])
                 log_metric(f"tools/{tool.name}/timeouts", stats["timeouts"])
 
 

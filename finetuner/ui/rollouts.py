@@ -297,7 +297,9 @@ def trajectory_md(row: dict) -> list[str]:
     last = messages[-1] if messages else {}
     final = last.get("role") == "assistant" and not last.get("tool_calls")
     info = row.get("tools") if isinstance(row.get("tools"), dict) else {}
-    lines = ["", f"**Trajectory** ({info.get('turns', '?')} model turns, {info.get('calls', 0)} tool calls)"]
+    turns, calls = info.get("turns", "?"), info.get("calls", 0)
+    lines = ["", f"**Trajectory** ({turns} model turn{'' if turns == 1 else 's'}, "
+                 f"{calls} tool call{'' if calls == 1 else 's'})"]
     turn = 0
     for m in messages[:-1] if final else messages:
         if m.get("role") == "tool":
