@@ -269,7 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="tiny: 2-digit sums on the built-in model (~3 min); smollm2-135m: a number plus a digit, on "
                         "SmolLM2-135M-Instruct (longer)")
     d.add_argument("--agent", action="store_true",
-                   help="Agent RFT: 3-digit sums the built-in tiny-agent model can only do with a calculator tool; "
+                   help="Agent RFT: 2-digit products the built-in tiny-agent model can only do with a calculator tool; "
                         "SFT on a few tool-use demonstrations, then RFT with the tool (~10 min)")
     d.set_defaults(func=cmd_demo)
 

@@ -185,43 +185,50 @@ def check_only(path: str) -> int:
 
 
 # --- Agent mode (`--agent`): the tool-calling "tiny-agent", warm-started from the committed tiny weights. ---
-# Continued pre-training mixes make_doc (so the chat and 2-digit skills stay) with tool transcripts for train-split
-# 3-digit sums. Whether a transcript calls the calculator or guesses depends on the question's phrasing
-# (AGENT_CALL_P by template), so greedy decoding calls the tool on roughly half of held-out questions: Agent RFT
-# then has a behaviour to spread (calling) and SFT a format to teach (transcripts never end in "Answer: N").
-AGENT_SEQ_LEN, AGENT_BATCH, AGENT_LR, AGENT_WARMUP, AGENT_STEPS = 256, 8, 1.5e-3, 50, 1400
-AGENT_ROW_P = 0.85  # share of rows that open with a whole transcript
-AGENT_DOC_P = 0.15  # share of the packed documents after it that are transcripts too
-AGENT_CALL_P = [0.9, 0.1, 0.9, 0.1, 0.9, 0.1, 0.9, 0.1]  # P(call) per agent_task.QUESTION_TEMPLATES entry
-GUESS_STYLES = ["The sum is {c}.", "{c}", "= {c}", "It's {c}.", "That makes {c}."]
+# Continued pre-training on 256-token rows: most rows open with a tool transcript for a train-split two-digit
+# product (agent_task), the rest is make_doc (so chat and sums stay) and short copy exercises (copying is the
+# skill a tool user needs: operands into the call, the tool's answer into the reply). Whether a transcript
+# calls the calculator or guesses depends on the question's phrasing (AGENT_CALL_P by template), so the base
+# model calls on about half of held-out questions; answers after a call use other styles than guesses, and
+# never "Answer: N" (SFT's format to teach). Copying appears suddenly, after ~2000 steps.
+AGENT_SEQ_LEN, AGENT_BATCH, AGENT_LR, AGENT_WARMUP, AGENT_STEPS = 256, 8, 1.5e-3, 50, 3000
+AGENT_ROW_P = 0.85  # share of rows that open with a whole transcript (one packed later is usually cut)
+AGENT_CALL_P = [0.9, 0.1] * 4  # P(call) per agent_task.QUESTION_TEMPLATES entry
+ANSWER_STYLES = ["The calculator says {c}.", "{c}", "= {c}", "It is {c}.", "{a}*{b}={c}", "The result is {c}."]
+GUESS_STYLES = ["I think it is about {c}.", "Roughly {c}.", "Maybe {c}?", "My guess: {c}."]
 AGENT_PROBE_ROWS = 200
 # Agent build passes: calls on some but not all questions, copies the operands, copies the result back.
-AGENT_CALL_RANGE, MIN_RIGHT_CALLS, MIN_ANSWERED_AFTER_CALL = (0.3, 0.7), 0.8, 0.5
+AGENT_CALL_RANGE, MIN_RIGHT_CALLS, MIN_COPIED_RESULT = (0.3, 0.7), 0.6, 0.8
 
 
 def agent_doc(rng: random.Random, tok) -> str:
-    """One tool transcript: tools line, a 3-digit question, then a calculator call and answer, or a guess."""
+    """One tool transcript: tools line, a product question, then a calculator call and answer, or a guess."""
     a, b = agent_task.make_pair(rng, "train")
     t = rng.randrange(len(agent_task.QUESTION_TEMPLATES))
     msgs = [{"role": "user", "content": agent_task.question(a, b, rng, template=t)}]
     if rng.random() < AGENT_CALL_P[t]:
-        msgs += [agent_task.tool_call(f"{a}+{b}"), {"role": "tool", "name": "calculator", "content": str(a + b)},
-                 {"role": "assistant", "content": rng.choice(CHAT_STYLES).format(a=a, b=b, c=a + b)}]
-    else:  # a guess in the model's head: near the sum, rarely right
-        guess = a + b + rng.choice([-1, 1]) * rng.randint(1, 120)
-        msgs.append({"role": "assistant", "content": rng.choice(GUESS_STYLES).format(c=guess)})
+        msgs += [agent_task.tool_call(f"{a}*{b}"), {"role": "tool", "name": "calculator", "content": str(a * b)},
+                 {"role": "assistant", "content": rng.choice(ANSWER_STYLES).format(a=a, b=b, c=a * b)}]
+    else:  # a guess in the model's head, rarely right
+        style = rng.choice(GUESS_STYLES)
+        msgs.append({"role": "assistant", "content": style.format(c=a * b + rng.choice([-1, 1]) * rng.randint(10, 900))})
     return tok.apply_chat_template(msgs, tools=[agent_task.calculator], tokenize=False)
+
+
+def copy_doc(rng: random.Random) -> str:
+    digits = "".join(rng.choice("0123456789") for _ in range(rng.randint(2, 6)))
+    return chatml(rng.choice(["Repeat: ", "Say ", "Copy: "]) + digits, rng.choice(["", "It is ", "= "]) + digits)
 
 
 def make_agent_batch(rng: random.Random, vocab: dict[str, int], tok) -> torch.Tensor:
     rows = []
     for _ in range(AGENT_BATCH):
         ids: list[int] = []
-        # Most rows open with a whole transcript: one packed at a random offset is usually cut before the answer.
         if rng.random() < AGENT_ROW_P:
             ids += tok.encode(agent_doc(rng, tok), add_special_tokens=False) + [vocab[EOT]]
         while len(ids) < AGENT_SEQ_LEN:
-            doc = agent_doc(rng, tok) if rng.random() < AGENT_DOC_P else make_doc(rng)
+            r = rng.random()
+            doc = agent_doc(rng, tok) if r < 0.2 else copy_doc(rng) if r < 0.35 else make_doc(rng)
             ids += tok.encode(doc, add_special_tokens=False) + [vocab[EOT]]
         rows.append(ids[:AGENT_SEQ_LEN])
     return torch.tensor(rows)
@@ -247,35 +254,35 @@ def train_agent(seed: int, steps: int, tok) -> tuple[LlamaForCausalLM, float]:
         opt.step()
         sched.step()
         opt.zero_grad(set_to_none=True)
-        if step % 100 == 0 or step == steps - 1:
+        if step % 200 == 0 or step == steps - 1:
             print(f"[agent seed {seed}] step {step:5d}  loss {loss.item():.3f}  {time.time() - start:6.0f}s", flush=True)
     model.eval()
     return model, time.time() - start
 
 
 def check_agent(model, tok) -> dict:
-    """Held-out 3-digit questions with the calculator: how often it calls, with what, and what it answers."""
+    """Held-out product questions with the calculator: how often it calls, with what, and what it answers."""
     rows = agent_task.eval_rows(AGENT_PROBE_ROWS)
     runs = agent_task.trajectories(model, tok, rows)
-    called = [i for i, r in enumerate(runs) if agent_task.called_calculator(r["messages"])]
-    calls = right = 0
+    called = calls = right = copied = 0
     for r, run in zip(rows, runs):
         a, b = re.findall(r"\d+", r["prompt"])
-        for m in run["messages"]:
-            for call in m.get("tool_calls") or []:
-                calls += 1
-                expr = str((call["function"].get("arguments") or {}).get("expression", "")).replace(" ", "")
-                right += expr in (f"{a}+{b}", f"{b}+{a}")
+        made = [c for m in run["messages"] for c in m.get("tool_calls") or []]
+        answers = [m["content"] for m in run["messages"] if m["role"] == "tool"]
+        called += bool(made)
+        for call in made:
+            calls += 1
+            expr = str((call["function"].get("arguments") or {}).get("expression", "")).replace(" ", "")
+            right += expr in (f"{a}*{b}", f"{b}*{a}")
+        final = agent_task.final_text(run["messages"])
+        copied += bool(answers) and str(arith.last_int(final)) == answers[0]
     finals = [agent_task.final_text(run["messages"]) for run in runs]
-    answered = [arith.last_int(finals[i]) == int(rows[i]["answer"]) for i in called]
-    uncalled = [i for i in range(len(rows)) if i not in set(called)]
     n = len(rows)
     return {
-        "tool_call_rate": round(len(called) / n, 4),
+        "tool_call_rate": round(called / n, 4),
         "right_call_share": round(right / max(calls, 1), 4),
-        "answered_after_call": round(sum(answered) / max(len(called), 1), 4),
-        "answered_without_call": round(sum(arith.last_int(finals[i]) == int(rows[i]["answer"]) for i in uncalled)
-                                       / max(len(uncalled), 1), 4),
+        "copied_result_share": round(copied / max(called, 1), 4),
+        "answered_any_style": round(sum(arith.last_int(t) == int(r["answer"]) for t, r in zip(finals, rows)) / n, 4),
         "agent_format": round(sum(agent_task.is_format(t) for t in finals) / n, 4),
         "agent_accuracy": round(sum(agent_task.is_correct(t, r["answer"]) for t, r in zip(finals, rows)) / n, 4),
         "truncated": round(sum(run["truncated"] for run in runs) / n, 4),
@@ -286,19 +293,19 @@ def check_agent(model, tok) -> dict:
 def agent_passes(q: dict) -> bool:
     lo, hi = AGENT_CALL_RANGE
     return (lo <= q["tool_call_rate"] <= hi and q["right_call_share"] >= MIN_RIGHT_CALLS
-            and q["answered_after_call"] >= MIN_ANSWERED_AFTER_CALL and q["agent_format"] <= MAX_CHAT_FORMAT)
+            and q["copied_result_share"] >= MIN_COPIED_RESULT and q["agent_format"] <= MAX_CHAT_FORMAT)
 
 
 def build_agent(args) -> int:
     tok = build_tokenizer()
-    steps = args.steps if args.steps != 3000 else AGENT_STEPS  # 3000 is the from-scratch default
+    steps = args.steps if args.steps != 3000 else AGENT_STEPS
     model, seconds = train_agent(args.seed, steps, tok)
     q = {**check_agent(model, tok), **check(model, tok)}
     out = Path(args.out) if args.out != str(TINY_DIR) else TINY_AGENT_DIR  # never overwrite assets/tiny
     report = {
         "warm_start": "assets/tiny", "seed": args.seed, "steps": steps, "seconds": round(seconds, 1),
         "threads": torch.get_num_threads(), "batch": AGENT_BATCH, "seq_len": AGENT_SEQ_LEN, "lr": AGENT_LR,
-        "row_p": AGENT_ROW_P, "doc_p": AGENT_DOC_P, "call_p": AGENT_CALL_P, "probe_rows": AGENT_PROBE_ROWS, "passes": agent_passes(q),
+        "row_p": AGENT_ROW_P, "call_p": AGENT_CALL_P, "probe_rows": AGENT_PROBE_ROWS, "passes": agent_passes(q),
         "torch": torch.__version__, **q,
     }
     save(model, tok, out, report)

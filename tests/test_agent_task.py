@@ -41,17 +41,21 @@ def _pair(prompt: str) -> frozenset:
 
 
 def test_splits_are_disjoint_and_sized():
-    assert agent_task.split_of(347, 589) == agent_task.split_of(589, 347)
+    assert agent_task.split_of(34, 58) == agent_task.split_of(58, 34)
     held = {_pair(r["prompt"]) for r in agent_task.eval_rows(300)}
     train = {_pair(r["prompt"]) for r in agent_task.rft_rows(2000, seed=5)}
     train |= {_pair(r["messages"][0]["content"]) for r in agent_task.sft_rows(300, seed=7)}
     assert held and train and not held & train
-    share = sum(agent_task.split_of(a, b) == "eval" for a in range(100, 400) for b in range(500, 520)) / 6000
+    share = sum(agent_task.split_of(a, b) == "eval" for a in range(10, 100) for b in range(10, 100)) / 8100
     assert 0.09 < share < 0.16
     rows = agent_task.rft_rows(50, seed=3)
-    assert all(100 <= n <= 999 for r in rows for n in _pair(r["prompt"]))
-    assert all(int(r["answer"]) == sum(map(int, re.findall(r"\d+", r["prompt"]))) for r in rows)
+    assert all(10 <= n <= 99 for r in rows for n in _pair(r["prompt"]))
+    for r in rows:
+        a, b = map(int, re.findall(r"\d+", r["prompt"]))
+        assert int(r["answer"]) == a * b
     assert rows == agent_task.rft_rows(50, seed=3) and rows != agent_task.rft_rows(50, seed=4)
+    demos = agent_task.eval_demos(5)
+    assert [agent_task.question_of(d) for d in demos] == [r["prompt"] for r in agent_task.eval_rows(5)]
 
 
 def test_sft_row_renders_within_context_and_teaches_the_format():
@@ -59,7 +63,7 @@ def test_sft_row_renders_within_context_and_teaches_the_format():
     row = agent_task.sft_rows(1, seed=0)[0]["messages"]
     a, b = re.findall(r"\d+", row[0]["content"])
     text = tok.apply_chat_template(row, tools=[calculator], tokenize=False)
-    assert f'"expression":"{a}+{b}"' in text and text.rstrip().endswith(f"Answer: {int(a) + int(b)}{IM_END}")
+    assert f'"expression":"{a}*{b}"' in text and text.rstrip().endswith(f"Answer: {int(a) * int(b)}{IM_END}")
     assert len(tok(text, add_special_tokens=False)["input_ids"]) <= 256
 
 
@@ -108,7 +112,7 @@ def agent_policy(prompt):
     if "<|im_start|>tool\n" in prompt:
         return f"Answer: {prompt.rsplit('<|im_start|>tool' + chr(10), 1)[1].split(IM_END)[0]}"
     a, b = re.findall(r"\d+", prompt.split("<|im_start|>user\n")[1])[:2]
-    return call_text(f"{a}+{b}", name=re.search(r"Tools: (\w+)\(", prompt).group(1))
+    return call_text(f"{a}*{b}", name=re.search(r"Tools: (\w+)\(", prompt).group(1))
 
 
 @pytest.fixture(scope="module")
@@ -129,17 +133,17 @@ def test_loop_runs_the_tool_and_shows_its_answer_next_turn(tok):
         return "RESULT-" + calculator(expression)
 
     model = FakeModel(tok, agent_policy)
-    convs = [[{"role": "user", "content": "What is 347+589?"}], [{"role": "user", "content": "Add 100 and 205."}]]
+    convs = [[{"role": "user", "content": "What is 37*59?"}], [{"role": "user", "content": "Multiply 10 and 25."}]]
     out = run_with_tools(model, tok, convs, [recording], max_calls=3)
-    assert sorted(seen) == ["100+205", "347+589"]
-    assert any("<|im_start|>tool\nRESULT-936<|im_end|>" in p for p in model.prompts)
+    assert sorted(seen) == ["10*25", "37*59"]
+    assert any("<|im_start|>tool\nRESULT-2183<|im_end|>" in p for p in model.prompts)
     first = out[0]
     assert first["calls"] == 1 and first["errors"] == 0 and not first["hit_limit"] and not first["truncated"]
     assert [m["role"] for m in first["messages"]] == ["assistant", "tool", "assistant"]
-    assert first["messages"][0]["tool_calls"][0]["function"] == {"name": "recording", "arguments": {"expression": "347+589"}}
-    assert first["messages"][1] == {"role": "tool", "name": "recording", "content": "RESULT-936"}
-    assert first["messages"][2] == {"role": "assistant", "content": "Answer: RESULT-936"}
-    assert out[1]["messages"][-1]["content"] == "Answer: RESULT-305"
+    assert first["messages"][0]["tool_calls"][0]["function"] == {"name": "recording", "arguments": {"expression": "37*59"}}
+    assert first["messages"][1] == {"role": "tool", "name": "recording", "content": "RESULT-2183"}
+    assert first["messages"][2] == {"role": "assistant", "content": "Answer: RESULT-2183"}
+    assert out[1]["messages"][-1]["content"] == "Answer: RESULT-250"
     assert model.training is True and tok.padding_side == "right"  # restored
 
 

@@ -118,6 +118,12 @@ def normalise(table: RawTable, fmt: str, stage: str, dcfg: DataConfig) -> Record
                 rec = {"messages": msgs}
             else:
                 rec = _passthrough(row, skip=(m,))
+                last_user = max((k for k, x in enumerate(msgs or []) if x["role"] == "user"), default=-1)
+                if msgs and last_user >= 0 and any(x.get("tool_calls") or x["role"] == "tool"
+                                                   for x in msgs[last_user + 1:]):
+                    # A tool-use demonstration: everything after the last question is the answer to produce
+                    # (the calls, the tools' answers, the reply); the prompt is the conversation up to it.
+                    msgs = msgs[:last_user + 1] + [msgs[-1]] if msgs[-1]["role"] == "assistant" else msgs
                 if msgs and msgs[-1]["role"] == "assistant":
                     if "completion" in rec:
                         kept += 1  # the row's own `completion` column wins; the turn is still not prompted

@@ -1,11 +1,12 @@
-"""The Agent RFT demo task: three-digit sums answered as exactly "Answer: N", with a calculator tool.
+"""The Agent RFT demo task: two-digit products answered as exactly "Answer: N", with a calculator tool.
 
 Used by `scripts/build_tiny.py --agent` (pre-training transcripts and quality checks), by the offline demo
 `python -m finetuner demo --agent` and by tests. Pure Python; `evaluate` imports torch (via tool_chat) lazily.
 
-Problem space: a + b with 100 <= a, b <= 999. The built-in 0.45M model cannot add three-digit numbers in
-its head, but it can copy the operands into a `calculator` call and copy the tool's result into its answer:
-accuracy comes from using the tool, which is what Agent RFT has to teach.
+Problem space: a * b with 10 <= a, b <= 99. The built-in model adds two-digit numbers but was never taught to
+multiply, so it cannot answer in its head; it can copy the operands into a `calculator` call and copy the
+tool's result into its answer: accuracy comes from using the tool, which is what Agent RFT has to teach.
+(Three-digit sums were tried first: the 0.45M model never learned to copy a three-digit first operand.)
 
 Held-out split as in `finetuner.demo.arith`: a stable hash of the *unordered* operand pair puts 1 problem in
 8 in "eval"; `sft_rows`/`rft_rows` draw only "train" problems, `eval_rows` only "eval" ones.
@@ -18,18 +19,18 @@ import inspect
 import random
 import re
 
-LOW, HIGH = 100, 999
+LOW, HIGH = 10, 99
 EVAL_BUCKETS = 8  # 1 of 8 hash buckets is held out
 
 QUESTION_TEMPLATES = [
-    "What is {a}+{b}?",
-    "What is {a} + {b}?",
-    "What is {a} plus {b}?",
-    "Compute {a}+{b}.",
-    "Add {a} and {b}.",
-    "{a}+{b}=?",
-    "Calculate {a} + {b}.",
-    "How much is {a} plus {b}?",
+    "What is {a}*{b}?",
+    "What is {a} * {b}?",
+    "What is {a} times {b}?",
+    "Compute {a}*{b}.",
+    "Multiply {a} and {b}.",
+    "{a}*{b}=?",
+    "Calculate {a} * {b}.",
+    "How much is {a} times {b}?",
 ]
 
 _FORMAT = re.compile(r"Answer: (-?\d+)")
@@ -77,14 +78,14 @@ CALCULATOR_SOURCE = inspect.getsource(calculator)
 
 
 def split_of(a: int, b: int) -> str:
-    """'eval' or 'train' for the problem a+b (stable across Python runs and platforms)."""
+    """'eval' or 'train' for the problem a*b (stable across Python runs and platforms)."""
     lo, hi = sorted((a, b))
     digest = hashlib.sha256(f"agent:{lo}+{hi}".encode()).digest()
     return "eval" if digest[0] % EVAL_BUCKETS == 0 else "train"
 
 
 def question(a: int, b: int, rng: random.Random, template: int | None = None) -> str:
-    """A phrasing of a+b: template number `template`, or a random one."""
+    """A phrasing of a*b: template number `template`, or a random one."""
     text = QUESTION_TEMPLATES[template] if template is not None else rng.choice(QUESTION_TEMPLATES)
     return text.format(a=a, b=b)
 
@@ -98,7 +99,7 @@ def make_pair(rng: random.Random, split: str = "train") -> tuple[int, int]:
 
 
 def _sample(n: int, seed: int, split: str) -> list[dict]:
-    """n problems of `split` with distinct operand pairs (the space has ~700k, so no cycling is needed)."""
+    """n problems of `split` with distinct operand pairs (8100 pairs, 7 in 8 of them "train")."""
     rng = random.Random(seed)
     seen: set[tuple[int, int]] = set()
     out = []
@@ -107,7 +108,7 @@ def _sample(n: int, seed: int, split: str) -> list[dict]:
         if (a, b) in seen:
             continue
         seen.add((a, b))
-        out.append({"question": question(a, b, rng), "answer": str(a + b), "a": a, "b": b})
+        out.append({"question": question(a, b, rng), "answer": str(a * b), "a": a, "b": b})
     return out
 
 
@@ -117,17 +118,20 @@ def tool_call(expression: str) -> dict:
             "tool_calls": [{"type": "function", "function": {"name": "calculator", "arguments": {"expression": expression}}}]}
 
 
+def _demo(p: dict) -> list[dict]:
+    return [{"role": "user", "content": p["question"]}, tool_call(f"{p['a']}*{p['b']}"),
+            {"role": "tool", "name": "calculator", "content": p["answer"]},
+            {"role": "assistant", "content": f"Answer: {p['answer']}"}]
+
+
 def sft_rows(n: int = 50, seed: int = 0) -> list[dict]:
     """Tool-use demonstrations: question -> calculator call -> tool result -> "Answer: N"."""
-    return [
-        {"messages": [
-            {"role": "user", "content": p["question"]},
-            tool_call(f"{p['a']}+{p['b']}"),
-            {"role": "tool", "name": "calculator", "content": p["answer"]},
-            {"role": "assistant", "content": f"Answer: {p['answer']}"},
-        ]}
-        for p in _sample(n, seed, "train")
-    ]
+    return [{"messages": _demo(p)} for p in _sample(n, seed, "train")]
+
+
+def eval_demos(n: int = 200, seed: int = 2) -> list[dict]:
+    """Held-out demonstrations (the "eval" split) with their `answer`: `eval_rows`' problems as chats."""
+    return [{"messages": _demo(p), "answer": p["answer"]} for p in _sample(n, seed, "eval")]
 
 
 def rft_rows(n: int = 2000, seed: int = 1) -> list[dict]:
@@ -163,13 +167,20 @@ def called_calculator(messages: list[dict]) -> bool:
     return any(m.get("role") == "tool" and m.get("name") == "calculator" for m in messages)
 
 
+def question_of(row: dict) -> str:
+    """The question of a row: its `prompt`, or the user turn of a demonstration (eval.jsonl)."""
+    if "prompt" in row:
+        return row["prompt"]
+    return next(m["content"] for m in row["messages"] if m["role"] == "user")
+
+
 def trajectories(model, tok, rows: list[dict], batch_size: int = 64, **kwargs) -> list[dict]:
     """run_with_tools results (greedy by default) for `rows`, with the calculator as the only tool."""
     from finetuner.modeling.tool_chat import run_with_tools
 
     out: list[dict] = []
     for i in range(0, len(rows), batch_size):
-        convs = [[{"role": "user", "content": r["prompt"]}] for r in rows[i : i + batch_size]]
+        convs = [[{"role": "user", "content": question_of(r)}] for r in rows[i : i + batch_size]]
         out += run_with_tools(model, tok, convs, [calculator], **kwargs)
     return out
 

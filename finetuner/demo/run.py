@@ -1,7 +1,7 @@
 """`python -m finetuner demo`: the offline SFT -> RFT demonstration, on the built-in model or a real one.
 
 `--model tiny` (default) runs `examples/arithmetic` (2-digit sums); `--model smollm2-135m` runs `examples/smollm2`
-(a number plus a digit, on SmolLM2-135M-Instruct); `--agent` runs `examples/agent` (3-digit sums with a calculator
+(a number plus a digit, on SmolLM2-135M-Instruct); `--agent` runs `examples/agent` (2-digit products with a calculator
 tool, on the built-in tiny-agent: Agent RFT). It launches the example's `run.yaml` exactly as the app would (a child process writing a run folder),
 then measures held-out format compliance and accuracy for the base model, after SFT and after RFT, on
 problems the model never trained on. With `--json` the last printed line is one JSON object.
