@@ -193,6 +193,9 @@ def cmd_demo(args) -> int:
     from finetuner.modeling.load import keep_bitsandbytes_quiet
 
     keep_bitsandbytes_quiet()
+    if args.agent and args.model != "tiny":
+        print(f"demo --agent runs on the built-in tiny-agent model; leave out --model {args.model}.", file=sys.stderr)
+        return 2
     return run_demo(runs_dir=args.runs_dir, as_json=args.json, rft_steps=args.rft_steps,
                     model="agent" if args.agent else args.model)
 

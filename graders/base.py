@@ -117,6 +117,8 @@ def make_sample(output) -> dict:
     # Always there, empty without tools, so one grader serves runs with and without tools.
     sample.setdefault("output_tools", [])
     sample.setdefault("tool_calls", [])
+    for key, empty in (("turns", 1), ("tool_errors", 0), ("unfinished", False)):
+        sample.setdefault(key, empty)
     # OpenAI's name for the same output, as one chat choice (its graders may read `sample.choices[0]...`)
     sample.setdefault("choices", [{"index": 0, "message": {"role": "assistant", "content": text,
                                                             "tool_calls": sample["output_tools"]}}])

@@ -140,7 +140,12 @@ class RewardBridge:
             _push(log_metric, f"graders/{grader.name}/grading_s", time.monotonic() - started)
         if finished is not None:
             for listener in self.listeners:
-                listener(finished.rows, finished.items, finished.tag, log_metric)
+                try:
+                    listener(finished.rows, finished.items, finished.tag, log_metric)
+                except Exception:  # noqa: BLE001 - a curriculum or metrics listener must never stop training
+                    import logging
+
+                    logging.getLogger(__name__).exception("a reward listener failed; training goes on")
         if finished is not None and log_metric is not None:
             total = sum(len(r) for r in finished.results.values())
             failed = sum(1 for rs in finished.results.values() for r in rs if not r.ok)

@@ -49,7 +49,7 @@ def parse_path(expr: str) -> tuple[str, tuple]:
         pos = match.end()
     if namespace == "sample" and steps and steps[0] not in SAMPLE_KEYS:
         raise TemplateSyntaxError(f"'{{{{{expr}}}}}': the sample has no '{steps[0]}'; it has "
-                                  f"{', '.join(SAMPLE_KEYS)} (tool fields are empty without tools)")
+                                  f"{', '.join(SAMPLE_KEYS)} (without tools the calls are empty lists and `messages` is absent)")
     return namespace, tuple(steps)
 
 

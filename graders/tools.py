@@ -96,7 +96,7 @@ class Tool:
                 raw = {"score": None, "error": ["runtime_error", f"the tool sandbox failed: {err}"], "log": ""}
             if raw["error"]:
                 timeout = raw["error"][0] == "timeout"
-                error = str(raw["error"][1]).replace("grader", "tool")
+                error = _tool_words(str(raw["error"][1]))
             else:
                 text = str(raw["score"])  # in tool mode the worker sends the result text in the score's place
                 if len(text) > self.max_chars:  # a long result would eat the model's context
@@ -113,6 +113,21 @@ class Tool:
         with self._lock:
             stats, self._stats = self._stats, {"calls": 0, "errors": 0, "timeouts": 0, "seconds": 0.0}
         return stats
+
+
+# The sandbox's own messages speak of graders; a tool's user should read "tool". Only those fixed phrases are
+# rewritten, never the text of the user's own exception.
+_WORDS = (("loading the grader failed", "loading the tool failed"), ("grader took longer", "tool took longer"),
+          ("the grader timed out", "the tool timed out"), ("grader line ", "tool line "),
+          ("grader ran out of memory", "tool ran out of memory"), ("grader printed more", "tool printed more"),
+          ("the grader's process", "the tool's process"), ("the grader worker", "the tool's worker"),
+          ("grader called sys.exit", "tool called sys.exit"))
+
+
+def _tool_words(message: str) -> str:
+    for old, new in _WORDS:
+        message = message.replace(old, new)
+    return message
 
 
 def _error(spec: dict, field: str | None, problem: str) -> GraderConfigError:
@@ -157,8 +172,13 @@ def _annotation(node, spec: dict, arg: str):
         if not isinstance(sub, (ast.Name, ast.Subscript, ast.Tuple, ast.Constant, ast.BinOp, ast.BitOr, ast.Load)):
             raise _error(spec, "source", f"argument '{arg}': type hint `{ast.unparse(node)}` is not supported; use "
                          "str, int, float, bool, list or dict.")
-    # Only names from _TYPES, subscripts, literals and `|` remain: evaluating that runs no user code.
-    return eval(compile(ast.Expression(node), "<annotation>", "eval"), {"__builtins__": {}}, dict(_TYPES))  # noqa: S307
+    # Only names from _TYPES, subscripts, literals and `|` remain: evaluating that runs no user code, though a
+    # nonsense combination (`str | 1`, `int[0]`) still raises, which is the tool's error, not ours.
+    try:
+        return eval(compile(ast.Expression(node), "<annotation>", "eval"), {"__builtins__": {}}, dict(_TYPES))  # noqa: S307
+    except Exception:  # noqa: BLE001
+        raise _error(spec, "source", f"argument '{arg}': type hint `{ast.unparse(node)}` is not a type; use str, "
+                     "int, float, bool, list or dict (list[int] and str | None work too).") from None
 
 
 def _signature(fn: ast.FunctionDef, spec: dict) -> inspect.Signature:
@@ -175,7 +195,7 @@ def _signature(fn: ast.FunctionDef, spec: dict) -> inspect.Signature:
         if default is not None:
             try:
                 value = ast.literal_eval(default)
-            except ValueError:
+            except Exception:  # noqa: BLE001 - not a literal, or an unhashable key in a literal dict
                 raise _error(spec, "source", f"argument '{a.arg}' has a default that is not a plain value "
                              f"(`{ast.unparse(default)}`).") from None
         params.append(inspect.Parameter(a.arg, inspect.Parameter.KEYWORD_ONLY, default=value,
@@ -197,6 +217,10 @@ def build_tool(spec: dict, base_dir: str = "") -> Tool:
     except SyntaxError as err:
         raise _error(spec, "source", f"line {err.lineno}: {err.msg}. Fix the Python syntax.") from None
     functions = {n.name: n for n in tree.body if isinstance(n, ast.FunctionDef)}
+    asynchronous = [n.name for n in tree.body if isinstance(n, ast.AsyncFunctionDef)]
+    if asynchronous and (spec.get("name") in asynchronous or not functions):
+        raise _error(spec, "source", f"`{asynchronous[0]}` is `async def`; write a plain `def` (the sandbox calls "
+                     "tools one at a time).")
     name = str(spec.get("name") or default_fn or next((n for n in functions if not n.startswith("_")), ""))
     if not name:
         raise _error(spec, "source", "defines no function; a tool is a `def` with type hints and a docstring.")

@@ -12,7 +12,8 @@ turns (with `tool_calls`), the tools' answers (`role: tool`), and the final assi
 - `sample.messages`: the whole trajectory, turn by turn;
 - `sample.turns` (assistant turns) and `sample.tool_errors` (calls whose tool failed).
 
-A plain completion has empty `output_tools` / `tool_calls`, so one grader works with and without tools.
+A plain completion has empty `output_tools` / `tool_calls` (and `turns` 1, `tool_errors` 0, `unfinished`
+False; `messages` only for a trajectory), so one grader works with and without tools.
 Every sample also has `sample.choices`, OpenAI's one-choice view: `[{"index": 0, "message": {"role",
 "content", "tool_calls"}}]`.
 """
@@ -21,9 +22,10 @@ from __future__ import annotations
 
 import json
 
-# TRL's tool loop turns a tool's exception into this text (str of {"error": ...}); graders/tools.py raises for
-# every failed call, so a failed call is recognised by it.
-ERROR_PREFIXES = ("{'error':", '{"error":')
+# TRL's tool loop turns a tool's exception into this text (Python's str of {"error": ...}); graders/tools.py
+# raises for every failed call, so a failed call is recognised by it (a tool's own JSON `{"error": ...}`
+# answer is not a failure; the per-tool `tools/<name>/errors` count is exact either way).
+ERROR_PREFIXES = ("{'error': ",)
 
 
 # The keys a sample has (graders/base.py make_sample); a template reading any other `sample.` key can never

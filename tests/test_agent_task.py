@@ -229,4 +229,4 @@ def test_tiny_agent_calls_the_calculator_with_the_operands():
             for call in m.get("tool_calls") or []:
                 expr = str(call["function"]["arguments"].get("expression", ""))
                 good += a in expr and b in expr
-    assert good >= 1
+    assert good >= 8  # tiny-agent calls on about half the questions, with the right operands in most calls

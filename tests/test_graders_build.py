@@ -57,7 +57,7 @@ def test_python_file_too_large(tmp_path):
 EQ_LAMBDA = "grade = lambda sample, item: float(sample['output_text'] == item['answer'])\n"
 
 
-NO_TOOLS = {"output_tools": [], "tool_calls": [],
+NO_TOOLS = {"output_tools": [], "tool_calls": [], "turns": 1, "tool_errors": 0, "unfinished": False,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": "seven", "tool_calls": []}}]}
 
 

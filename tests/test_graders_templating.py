@@ -76,7 +76,7 @@ def test_make_sample():
     assert make_sample("```json\n{\"a\": 1}\n```")["output_json"] == {"a": 1}
     assert "output_json" not in make_sample("hello")
     assert make_sample([{"role": "assistant", "content": "hi"}]) == {
-        "output_text": "hi", "output_tools": [], "tool_calls": [],
+        "output_text": "hi", "output_tools": [], "tool_calls": [], "turns": 1, "tool_errors": 0, "unfinished": False,
         "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi", "tool_calls": []}}]}
     assert make_sample({"output_text": "[1, 2]"})["output_json"] == [1, 2]
     assert make_sample([{"role": "assistant", "content": [{"type": "text", "text": "a"}]}])["output_text"] == "a"

@@ -35,6 +35,11 @@ def test_the_sample_of_a_trajectory():
     assert f["tool_errors"] == 1 and f["unfinished"] and f["output_text"] == ""
     p = make_sample(PLAIN)
     assert p["output_tools"] == [] and p["tool_calls"] == [] and "messages" not in p
+    assert (p["turns"], p["tool_errors"], p["unfinished"]) == (1, 0, False)  # graders read them in any rollout
+    own_json = make_sample([{"role": "assistant", "content": "", "tool_calls": [CALL]},
+                            {"role": "tool", "name": "calculator", "content": '{"error": "not found", "code": 404}'},
+                            {"role": "assistant", "content": "Answer: none"}])
+    assert own_json["tool_errors"] == 0  # a tool's own JSON answer is not a failed call
     assert p["choices"][0]["message"]["content"] == "Answer: 935"
 
 

@@ -43,6 +43,8 @@ def test_a_tool_that_raises_hangs_or_returns_garbage_gives_an_answer_not_an_exce
     boom = _tool("    raise ValueError('no such thing')", "boom")
     r = boom.call({"x": 1})
     assert r.text is None and "ValueError: no such thing" in r.error and "tool line" in r.error
+    upgrader = _tool("    raise ValueError('the upgrader is down')", "upgrader")
+    assert "the upgrader is down" in upgrader.call({"x": 1}).error  # the user's own words are kept
     hang = _tool("    while True:\n        pass", "hang", timeout_s=0.3)
     r = hang.call({"x": 1})
     assert r.text is None and "longer than 0.3 s" in r.error
@@ -83,6 +85,10 @@ def test_no_network_in_a_tool():
     ("def f(x: int = len('a')):\n    '''D.\n\n    Args:\n        x: n\n    '''\n", "not a plain value"),
     ("def f(x: int:\n", "Fix the Python syntax"),
     ("x = 1\n", "defines no function"),
+    ("def f(x: str | 1):\n    '''D.\n\n    Args:\n        x: n\n    '''\n", "is not a type"),
+    ("def f(x: int[0]):\n    '''D.\n\n    Args:\n        x: n\n    '''\n", "is not a type"),
+    ("def f(x: dict = {[1]: 2}):\n    '''D.\n\n    Args:\n        x: n\n    '''\n", "not a plain value"),
+    ("async def f(x: int):\n    '''D.\n\n    Args:\n        x: n\n    '''\n", "plain `def`"),
 ])
 def test_broken_tools_are_refused_with_what_to_fix(source, needle):
     with pytest.raises(GraderConfigError, match=needle):
@@ -102,7 +108,7 @@ def test_spec_errors_name_the_field():
         build_tool({"example": "calculator", "timeout_s": -1})
 
 
-def test_annotations_are_never_evaluated_as_code():
+def test_annotations_are_checked_before_a_restricted_evaluation():
     # only names like str/int survive the check, so a hostile annotation is refused before any eval
     src = "def f(x: ().__class__):\n    '''D.\n\n    Args:\n        x: n\n    '''\n"
     with pytest.raises(GraderConfigError):

@@ -123,7 +123,7 @@ def normalise(table: RawTable, fmt: str, stage: str, dcfg: DataConfig) -> Record
                                                    for x in msgs[last_user + 1:]):
                     # A tool-use demonstration: everything after the last question is the answer to produce
                     # (the calls, the tools' answers, the reply); the prompt is the conversation up to it.
-                    msgs = msgs[:last_user + 1] + [msgs[-1]] if msgs[-1]["role"] == "assistant" else msgs
+                    msgs = msgs[:last_user + 1] + ([msgs[-1]] if msgs[-1]["role"] == "assistant" else [])
                 if msgs and msgs[-1]["role"] == "assistant":
                     if "completion" in rec:
                         kept += 1  # the row's own `completion` column wins; the turn is still not prompted

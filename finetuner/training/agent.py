@@ -18,7 +18,8 @@ from graders.errors import ConfigError
 
 def check_tokenizer(tok, tools, model_name: str) -> None:
     """Make sure TRL can render and parse tool calls with this tokenizer; a ConfigError says why not."""
-    from trl.chat_template_utils import add_response_schema, supports_tool_calling
+    from trl.chat_template_utils import (add_response_schema, get_training_chat_template,
+                                         is_chat_template_prefix_preserving, supports_tool_calling)
 
     if not tools:
         return
@@ -36,6 +37,33 @@ def check_tokenizer(tok, tools, model_name: str) -> None:
                 f"The model {model_name!r} renders tool calls, but TRL has no parser for its chat template, so "
                 f"the tool calls it writes could not be read back. Use a model TRL knows (Qwen2.5 / Qwen3, Llama "
                 f"3.1 / 3.2, GLM-4, GPT-OSS) or the built-in `tiny-agent`, or remove the tools.") from None
+    if not is_chat_template_prefix_preserving(tok):
+        # TRL swaps in a training template that renders earlier turns the same whatever follows; it has them
+        # for the families it knows only, and would raise after the weights loaded.
+        try:
+            get_training_chat_template(tok)
+        except ValueError:
+            raise ConfigError(
+                f"The model {model_name!r} can call tools, but its chat template renders earlier turns differently "
+                f"once a tool answers, and TRL has no training template for it, so multi-turn rollouts cannot be "
+                f"built. Use a model TRL knows (Qwen2.5 / Qwen3, Llama 3.1 / 3.2) or the built-in `tiny-agent`, "
+                f"or remove the tools.") from None
+
+
+def check_run(cfg, tok) -> None:
+    """Before any weights load: the run's tools build, and its model can use them."""
+    from graders.tools import build_tools
+
+    check_tokenizer(tok, build_tools(cfg.tools, cfg.base_dir), cfg.model.name)
+
+
+def attach_tools(cfg, bridge) -> list:
+    """The RFT stage's tools, with their metrics fed by the reward bridge's rows."""
+    from graders.tools import build_tools
+
+    tools = build_tools(cfg.tools, cfg.base_dir)
+    bridge.listeners.append(ToolMetrics(tools))
+    return tools
 
 
 class ToolMetrics:
@@ -48,18 +76,19 @@ class ToolMetrics:
     def __call__(self, rows, items, tag, log_metric) -> None:
         if log_metric is None or not rows:
             return
-        for name, value in rollout_stats(rows, [t.name for t in self.tools]).items():
+        values = rollout_stats(rows, [t.name for t in self.tools])
+        for tool in self.tools:
+            stats = tool.drain_stats()
+            if stats["calls"]:
+                values[f"tools/{tool.name}/seconds"] = stats["seconds"] / stats["calls"]
+                # counted by the tool itself, so a failed call whose answer TRL dropped (no room) counts too
+                values[f"tools/{tool.name}/errors"] = stats["errors"]
+                values[f"tools/{tool.name}/timeouts"] = stats["timeouts"]
+        for name, value in values.items():
             try:
                 log_metric(name, float(value))
             except Exception:  # noqa: BLE001 - metrics must never stop training
                 pass
-        for tool in self.tools:
-            stats = tool.drain_stats()
-            if stats["calls"]:
-                log_metric(f"tools/{tool.name}/seconds", stats["seconds"] / stats["calls"])
-                # counted by the tool itself, so a failed call whose answer TRL dropped (no room) counts too
-                log_metric(f"tools/{tool.name}/errors", stats["errors"])
-                log_metric(f"tools/{tool.name}/timeouts", stats["timeouts"])
 
 
 def rollout_stats(rows: list[dict], tool_names: list[str]) -> dict:

@@ -179,10 +179,9 @@ def _prepare(cfg: RunConfig, todo: list[str], notices: list[str]) -> dict:
         notices.append(trust_notice(cfg.model.name))
     tok = load_tokenizer(cfg.model.name, cfg.model.trust_remote_code)
     if cfg.tools:  # a model that cannot call tools is refused before its weights load
-        from finetuner.training.agent import check_tokenizer
-        from graders.tools import build_tools
+        from finetuner.training.agent import check_run
 
-        check_tokenizer(tok, build_tools(cfg.tools, cfg.base_dir), cfg.model.name)
+        check_run(cfg, tok)
     data = {}
     for stage in todo:
         data[stage] = load_stage_data(cfg, stage, tok)
@@ -326,11 +325,9 @@ def _train_stage(cfg, run, stage, model, tok, data, peft_config, device, offset,
         bridge = RewardBridge(build_graders(cfg.graders, cfg.base_dir))
         bridge.max_completion_tokens = cfg.rft.max_completion_length
         if cfg.tools:
-            from finetuner.training.agent import ToolMetrics
-            from graders.tools import build_tools
+            from finetuner.training.agent import attach_tools
 
-            tools = build_tools(cfg.tools, cfg.base_dir)
-            bridge.listeners.append(ToolMetrics(tools))
+            tools = attach_tools(cfg, bridge)
     cb = RunFolderCallback(run, stage, offset, bridge=bridge, max_error_rate=cfg.rft.max_grader_error_rate,
                            keep_best=cfg.rft.keep_best if stage == "rft" else 0)
     callbacks = [cb, ProgressCallback(stage)]

@@ -273,9 +273,9 @@ def _code(name) -> str:
 
 
 def _text(content) -> str:
-    if isinstance(content, list):  # content parts: [{"type": "text", "text": ...}]
-        return "".join(p.get("text", "") if isinstance(p, dict) else str(p) for p in content)
-    return "" if content is None else str(content)
+    from graders.base import content_text
+
+    return content_text(content)
 
 
 def _arguments(args) -> str:

@@ -86,7 +86,7 @@ def remove_tool(project, name):
 
 
 def edit_tool(project, name):
-    """The picked tool's code back in the editor, with its table; (code, table, table box, message)."""
+    """The picked tool's code back in the editor, with its table; (code, table, message)."""
     spec = tf.find(tf.tools_of(project), name)
     if spec is None or not spec.get("source"):
         return gr.skip(), gr.skip(), "Pick a tool first."
@@ -120,7 +120,7 @@ def limits_markdown(project: dict) -> str:
                                             "Choose RFT or SFT then RFT on the Train tab.")
     return (f"**Limits** (Train tab → *Advanced: RFT stage*): **Max tool calls** = {calls} rounds of calls per "
             f"answer; **Max completion length** = {length} tokens bounds the whole trajectory (the calls, the "
-            f"tools' answers and the final answer). Each call has 5 s and 1 GB (set `timeout_s`, `memory_mb` "
+            f"tools' answers and the final answer). Each call has 5 s and 1 GB by default (set `timeout_s`, `memory_mb` "
             f"in the run file).{sft_only}")
 
 

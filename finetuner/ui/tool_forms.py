@@ -167,15 +167,20 @@ def _local_tokenizer_folder(name: str) -> str | None:
 
 
 @functools.lru_cache(maxsize=16)
-def _tokenizer(name: str):
-    """(tokenizer or None, why not): cached per model name, read from this machine only."""
+def _loaded_tokenizer(folder: str):
     from finetuner.modeling.load import load_tokenizer
 
+    return load_tokenizer(folder)
+
+
+def _tokenizer(name: str):
+    """(tokenizer or None, why not), read from this machine only; a loaded one is cached, a missing one is
+    looked for again next time (the model may have been downloaded or built since)."""
     try:
         folder = _local_tokenizer_folder(name)
         if folder is None:
             return None, "its tokenizer is not on this machine yet"
-        return load_tokenizer(folder), ""
+        return _loaded_tokenizer(str(folder)), ""
     except FinetunerError as err:
         return None, str(err).split(". ")[0]
     except Exception as err:  # noqa: BLE001 - a tokenizer that cannot load here just cannot be checked
