@@ -55,8 +55,12 @@ def agent_run(tmp_path_factory):
     from finetuner.training.stages import train_run
 
     tmp = tmp_path_factory.mktemp("agent")
+    from finetuner.config import portable_config, save_config
+
     cfg = _config(tmp, [{"example": "calculator"}], [CORRECT, CALLED])
     run = RunFolder(tmp / "run")
+    run.path.mkdir(parents=True)
+    save_config(portable_config(cfg), run.config_path)  # as launch writes it: the bundle is made from it
     status = train_run(cfg, run)
     return run, status
 
@@ -154,9 +158,10 @@ def test_an_exported_bundle_with_tools_trains_headless(agent_run, tmp_path):
     bundle = export_bundle(run)
     with zipfile.ZipFile(bundle) as zf:
         zf.extractall(tmp_path / "b")
-    spec = (tmp_path / "b" / "run.yaml").read_text()
+    [yaml_file] = list((tmp_path / "b").glob("*/run.yaml"))  # the bundle's one folder
+    spec = yaml_file.read_text()
     assert "calculator" in spec and "tools:" in spec
-    out = subprocess.run([sys.executable, "-m", "finetuner", "train", str(tmp_path / "b" / "run.yaml"),
+    out = subprocess.run([sys.executable, "-m", "finetuner", "train", str(yaml_file),
                           "--runs-dir", str(tmp_path / "runs")], cwd=ROOT, capture_output=True, text=True,
                          timeout=600, env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin",
                                            "GRADIO_ANALYTICS_ENABLED": "False"})
