@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 
 from graders.errors import ConfigError
-from graders.trajectory import is_trajectory, trajectory_fields
+from graders.trajectory import content_text, is_trajectory, trajectory_fields  # noqa: F401 - content_text re-exported
 
 # Our names for what can go wrong, and OpenAI's names for the same thing (from its grader API's metadata).
 ERROR_TYPES = {
@@ -149,17 +149,6 @@ def completion_text(completion) -> str:
             parts.append(content_text(message.get("content")))
         return "\n".join(p for p in parts if p)
     return str(completion)
-
-
-def content_text(content) -> str:
-    """Message content as text: a string, or the text parts of a multi-part content list."""
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(p.get("text", "") if isinstance(p, dict) else str(p) for p in content)
-    return str(content)
 
 
 class Grader:

@@ -34,7 +34,8 @@ SAMPLE_KEYS = ("output_text", "output_json", "output_tools", "tool_calls", "mess
                "tool_errors", "unfinished")
 
 
-def _text(content) -> str:
+def content_text(content) -> str:
+    """Message content as text: a string, or the text parts of a multi-part content list."""
     if content is None:
         return ""
     if isinstance(content, str):
@@ -50,7 +51,7 @@ def _call_parts(call) -> tuple[str, object]:
 
 
 def is_tool_error(content) -> bool:
-    return _text(content).lstrip().startswith(ERROR_PREFIXES)
+    return content_text(content).lstrip().startswith(ERROR_PREFIXES)
 
 
 def trajectory_fields(messages: list) -> dict:
@@ -62,7 +63,7 @@ def trajectory_fields(messages: list) -> dict:
         role = message.get("role", "assistant")
         if role == "assistant":
             turns += 1
-            final = _text(message.get("content"))
+            final = content_text(message.get("content"))
             for call in message.get("tool_calls") or []:
                 name, arguments = _call_parts(call)
                 entry = {"name": name, "arguments": arguments if isinstance(arguments, dict) else {},
@@ -80,7 +81,7 @@ def trajectory_fields(messages: list) -> dict:
         elif role == "tool":
             entry = pending.pop(0) if pending else None
             if entry is not None:
-                entry["result"] = _text(message.get("content"))
+                entry["result"] = content_text(message.get("content"))
                 entry["error"] = is_tool_error(message.get("content"))
     last = messages[-1] if messages else {}
     return {"output_text": final, "output_tools": output_tools, "tool_calls": calls, "messages": messages,

@@ -115,20 +115,25 @@ def train(seed: int, steps: int, tok) -> tuple[LlamaForCausalLM, float]:
         t = (step - WARMUP) / max(steps - WARMUP, 1)
         return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t))
 
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
     vocab = tok.get_vocab()
+    return optimise(model, opt, lr_at, steps, lambda: make_batch(rng, vocab, tok), f"[seed {seed}]", 250)
+
+
+def optimise(model, opt, lr_at, steps: int, next_batch, label: str, every: int) -> tuple[LlamaForCausalLM, float]:
+    """The pre-training loop both builds share: next-token loss on `next_batch()`, clipped, scheduled."""
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
     model.train()
     start = time.time()
     for step in range(steps):
-        ids = make_batch(rng, vocab, tok)
+        ids = next_batch()
         loss = model(input_ids=ids, labels=ids).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         sched.step()
         opt.zero_grad(set_to_none=True)
-        if step % 250 == 0 or step == steps - 1:
-            print(f"[seed {seed}] step {step:5d}  loss {loss.item():.3f}  {time.time() - start:6.0f}s", flush=True)
+        if step % every == 0 or step == steps - 1:
+            print(f"{label} step {step:5d}  loss {loss.item():.3f}  {time.time() - start:6.0f}s", flush=True)
     model.eval()
     return model, time.time() - start
 
@@ -241,23 +246,10 @@ def train_agent(seed: int, steps: int, tok) -> tuple[LlamaForCausalLM, float]:
     model = LlamaForCausalLM.from_pretrained(TINY_DIR)
     print(f"[agent seed {seed}] warm start from {TINY_DIR}, {steps} steps of {AGENT_BATCH}x{AGENT_SEQ_LEN}", flush=True)
     opt = torch.optim.AdamW(model.parameters(), lr=AGENT_LR, betas=(0.9, 0.95), weight_decay=0.01)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / AGENT_WARMUP) * (
-        0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * s / max(steps, 1)))))
     vocab = tok.get_vocab()
-    model.train()
-    start = time.time()
-    for step in range(steps):
-        ids = make_agent_batch(rng, vocab, tok)
-        loss = model(input_ids=ids, labels=ids).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        opt.zero_grad(set_to_none=True)
-        if step % 200 == 0 or step == steps - 1:
-            print(f"[agent seed {seed}] step {step:5d}  loss {loss.item():.3f}  {time.time() - start:6.0f}s", flush=True)
-    model.eval()
-    return model, time.time() - start
+    return optimise(model, opt, lambda s: min(1.0, (s + 1) / AGENT_WARMUP) * (
+        0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * s / max(steps, 1)))),
+        steps, lambda: make_agent_batch(rng, vocab, tok), f"[agent seed {seed}]", 200)
 
 
 def check_agent(model, tok) -> dict:

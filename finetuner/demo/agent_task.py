@@ -17,7 +17,8 @@ from __future__ import annotations
 import hashlib
 import inspect
 import random
-import re
+
+from finetuner.demo import arith
 
 LOW, HIGH = 10, 99
 EVAL_BUCKETS = 8  # 1 of 8 hash buckets is held out
@@ -33,7 +34,6 @@ QUESTION_TEMPLATES = [
     "How much is {a} times {b}?",
 ]
 
-_FORMAT = re.compile(r"Answer: (-?\d+)")
 
 
 def calculator(expression: str) -> str:
@@ -144,15 +144,8 @@ def eval_rows(n: int = 200, seed: int = 2) -> list[dict]:
     return [{"prompt": p["question"], "answer": p["answer"]} for p in _sample(n, seed, "eval")]
 
 
-def is_format(text: str) -> bool:
-    """True if the final answer is exactly "Answer: <int>" (surrounding whitespace ignored)."""
-    return _FORMAT.fullmatch(text.strip()) is not None
-
-
-def is_correct(text: str, answer) -> bool:
-    """True if the final answer is in the format AND its number equals `answer`."""
-    m = _FORMAT.fullmatch(text.strip())
-    return m is not None and int(m.group(1)) == int(answer)
+# The final answer's format and correctness are the arithmetic demo's: exactly "Answer: <int>".
+is_format, is_correct = arith.is_format, arith.is_correct
 
 
 def final_text(messages: list[dict]) -> str:

@@ -71,28 +71,23 @@ RESPONSE_TEMPLATE = {
 }
 
 
+def _asset(folder: Path, name: str, rebuild: str, minutes: int) -> str:
+    needed = ["config.json", "model.safetensors", "tokenizer.json"]
+    missing = [f for f in needed if not (folder / f).is_file()]
+    if missing:
+        raise ModelError(f"The built-in {name} model is incomplete: {', '.join(missing)} missing in {folder}. "
+                         f"Rebuild it with `{rebuild}` (CPU, about {minutes} minutes).")
+    return str(folder)
+
+
 def tiny_path() -> str:
     """Folder of the committed tiny model, for `from_pretrained`."""
-    needed = ["config.json", "model.safetensors", "tokenizer.json"]
-    missing = [name for name in needed if not (TINY_DIR / name).is_file()]
-    if missing:
-        raise ModelError(
-            f"The built-in tiny model is incomplete: {', '.join(missing)} missing in {TINY_DIR}. "
-            "Rebuild it with `python scripts/build_tiny.py` (CPU, about 5 minutes)."
-        )
-    return str(TINY_DIR)
+    return _asset(TINY_DIR, "tiny", "python scripts/build_tiny.py", 5)
 
 
 def tiny_agent_path() -> str:
     """Folder of the committed tool-calling tiny model ("tiny-agent"), for `from_pretrained`."""
-    needed = ["config.json", "model.safetensors", "tokenizer.json"]
-    missing = [name for name in needed if not (TINY_AGENT_DIR / name).is_file()]
-    if missing:
-        raise ModelError(
-            f"The built-in tiny-agent model is incomplete: {', '.join(missing)} missing in {TINY_AGENT_DIR}. "
-            "Rebuild it with `python scripts/build_tiny.py --agent` (CPU, about 10 minutes)."
-        )
-    return str(TINY_AGENT_DIR)
+    return _asset(TINY_AGENT_DIR, "tiny-agent", "python scripts/build_tiny.py --agent", 8)
 
 
 def build_tokenizer():
