@@ -38,17 +38,17 @@ class _OutputLimit(BaseException):
 
 _guard = None  # the audit-hook module, loaded by _lock_down
 _in_user_code = False  # a timer firing just after user code returned must not hit our own code
-_limits = {"timeout": 10.0, "cpu": 10.0}
+_limits = {"timeout": 10.0, "cpu": 10.0, "noun": "grader"}  # noun: what messages call the user code
 
 
 def _on_alarm(signum, frame):
     if _in_user_code:
-        raise _Limit("timeout", f"grader took longer than {_limits['timeout']:g} s (wall clock) and was stopped")
+        raise _Limit("timeout", f"{_limits['noun']} took longer than {_limits['timeout']:g} s (wall clock) and was stopped")
 
 
 def _on_cpu(signum, frame):
     if _in_user_code:
-        raise _Limit("timeout", f"grader used more than {_limits['cpu']:g} s of CPU time and was stopped")
+        raise _Limit("timeout", f"{_limits['noun']} used more than {_limits['cpu']:g} s of CPU time and was stopped")
 
 
 # ---------------------------------------------------------------- lock-down (runs once, before any user code)
@@ -178,7 +178,7 @@ def _user_traceback(exc, filename):
     where = ""
     mine = [f for f in frames if f.filename == filename]
     if mine:
-        where = f" (grader line {mine[-1].lineno})"
+        where = f" ({_limits['noun']} line {mine[-1].lineno})"
     text = "Traceback (most recent call last):\n" + "".join(traceback.format_list(frames))
     text += "".join(traceback.format_exception_only(type(exc), exc))
     return where, text
@@ -198,11 +198,12 @@ def _run_user(fn, args, filename, max_output):
     except _Limit as err:
         error = (err.kind, err.message)
     except _OutputLimit:
-        error = ("runtime_error", f"grader printed more than {max_output // 1024} kB; print less")
+        error = ("runtime_error", f"{_limits['noun']} printed more than {max_output // 1024} kB; print less")
     except MemoryError:
-        error = ("runtime_error", f"grader ran out of memory (limit {CONFIG['memory_mb']} MB)")
+        error = ("runtime_error", f"{_limits['noun']} ran out of memory (limit {CONFIG['memory_mb']} MB)")
     except SystemExit as err:
-        error = ("runtime_error", f"grader called sys.exit({err.code!r}); return a score instead")
+        error = ("runtime_error", f"{_limits['noun']} called sys.exit({err.code!r}); return "
+                 f"{'text' if _limits['noun'] == 'tool' else 'a score'} instead")
     except BaseException as err:  # noqa: BLE001 - anything the user's code raises is a typed error
         where, tb = _user_traceback(err, filename)
         error = ("runtime_error", f"{type(err).__name__}: {err}{where}"[:2000])
@@ -261,7 +262,7 @@ def _load(gid, source, filename, load_timeout, max_output, entry="grade"):
     fn, error, log = _run_user(load, (), filename, max_output)
     _limits.update(saved)
     if error:
-        error = (error[0], "loading the grader failed: " + error[1])
+        error = (error[0], f"loading the {_limits['noun']} failed: " + error[1])
     elif not callable(fn):
         what = "grade(sample, item)" if entry == "grade" else f"{entry}(...)"
         error, fn = ("runtime_error", f"the source defines no function {what}"), None
@@ -285,6 +286,7 @@ def _serve(fin, fout):
         if msg.get("op") == "exit":
             return
         gid, lim = msg["gid"], msg["limits"]
+        _limits["noun"] = "tool" if msg.get("kind") == "tool" else "grader"
         _guard.set_read_dirs(msg.get("read_dirs"))
         max_output = int(lim.get("max_output", 65536))
         if "source" in msg:
@@ -300,7 +302,7 @@ def _serve(fin, fout):
                 _send(fout, {"i": i, "s": None, "e": load_error, "l": ""})
                 continue
             if streak >= max_streak:
-                _send(fout, {"i": i, "s": None, "e": ["timeout", f"skipped: the grader timed out on {streak} "
+                _send(fout, {"i": i, "s": None, "e": ["timeout", f"skipped: the {_limits['noun']} timed out on {streak} "
                                                       "rows in a row in this batch"], "l": ""})
                 continue
             if tool:

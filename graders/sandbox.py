@@ -57,6 +57,11 @@ class Program:
             digest = hashlib.sha256(key.encode("utf-8", "surrogatepass"))
             object.__setattr__(self, "gid", digest.hexdigest()[:16])
 
+    @property
+    def noun(self) -> str:
+        """What messages call the user's code."""
+        return "tool" if self.kind == "tool" else "grader"
+
     def limits(self) -> dict:
         return {"timeout": self.timeout_s, "cpu": self.cpu_s or self.timeout_s,
                 "max_output": self.max_output_kb * 1024, "load_timeout": self.load_timeout_s}
@@ -298,7 +303,7 @@ class SandboxPool:
             if "source" in msg:
                 loaded = worker.read(time.monotonic() + program.load_timeout_s + _GRACE_S + 5)
                 if loaded is None:
-                    error = ("timeout", f"loading the grader took longer than {program.load_timeout_s:g} s")
+                    error = ("timeout", f"loading the {program.noun} took longer than {program.load_timeout_s:g} s")
                     for k in range(start, len(rows)):
                         results[k] = _err(*error)
                     return len(rows), None, self._replace(worker)
@@ -307,7 +312,7 @@ class SandboxPool:
             while True:
                 reply = worker.read(time.monotonic() + row_deadline)
                 if reply is None:
-                    error = ("timeout", f"grader took longer than {program.timeout_s:g} s and its worker was "
+                    error = ("timeout", f"{program.noun} took longer than {program.timeout_s:g} s and its worker was "
                              "stopped")
                     results[i] = _err(*error)
                     return i, error, self._replace(worker)
@@ -318,8 +323,8 @@ class SandboxPool:
                 results[i] = {"score": reply.get("s"), "error": reply.get("e"), "log": reply.get("l") or ""}
                 i += 1
         except _Dead:
-            error = ("runtime_error", f"the grader's process {worker.death_reason()} while grading this row; "
-                     "it was replaced")
+            error = ("runtime_error", f"the {program.noun}'s process {worker.death_reason()} while running this "
+                     "row; it was replaced")
             if i < len(rows):
                 results[i] = _err(*error)
             return i, error, self._replace(worker)

@@ -96,7 +96,7 @@ class Tool:
                 raw = {"score": None, "error": ["runtime_error", f"the tool sandbox failed: {err}"], "log": ""}
             if raw["error"]:
                 timeout = raw["error"][0] == "timeout"
-                error = _tool_words(str(raw["error"][1]))
+                error = str(raw["error"][1])
             else:
                 text = str(raw["score"])  # in tool mode the worker sends the result text in the score's place
                 if len(text) > self.max_chars:  # a long result would eat the model's context
@@ -113,21 +113,6 @@ class Tool:
         with self._lock:
             stats, self._stats = self._stats, {"calls": 0, "errors": 0, "timeouts": 0, "seconds": 0.0}
         return stats
-
-
-# The sandbox's own messages speak of graders; a tool's user should read "tool". Only those fixed phrases are
-# rewritten, never the text of the user's own exception.
-_WORDS = (("loading the grader failed", "loading the tool failed"), ("grader took longer", "tool took longer"),
-          ("the grader timed out", "the tool timed out"), ("grader line ", "tool line "),
-          ("grader ran out of memory", "tool ran out of memory"), ("grader printed more", "tool printed more"),
-          ("the grader's process", "the tool's process"), ("the grader worker", "the tool's worker"),
-          ("grader called sys.exit", "tool called sys.exit"))
-
-
-def _tool_words(message: str) -> str:
-    for old, new in _WORDS:
-        message = message.replace(old, new)
-    return message
 
 
 def _error(spec: dict, field: str | None, problem: str) -> GraderConfigError:
