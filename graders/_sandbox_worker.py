@@ -43,7 +43,8 @@ _limits = {"timeout": 10.0, "cpu": 10.0, "noun": "grader"}  # noun: what message
 
 def _on_alarm(signum, frame):
     if _in_user_code:
-        raise _Limit("timeout", f"{_limits['noun']} took longer than {_limits['timeout']:g} s (wall clock) and was stopped")
+        raise _Limit("timeout", f"{_limits['noun']} took longer than {_limits['timeout']:g} s (wall clock) and was "
+                     "stopped")
 
 
 def _on_cpu(signum, frame):
@@ -302,8 +303,8 @@ def _serve(fin, fout):
                 _send(fout, {"i": i, "s": None, "e": load_error, "l": ""})
                 continue
             if streak >= max_streak:
-                _send(fout, {"i": i, "s": None, "e": ["timeout", f"skipped: the {_limits['noun']} timed out on {streak} "
-                                                      "rows in a row in this batch"], "l": ""})
+                skipped = f"skipped: the {_limits['noun']} timed out on {streak} rows in a row in this batch"
+                _send(fout, {"i": i, "s": None, "e": ["timeout", skipped], "l": ""})
                 continue
             if tool:
                 value, error, log = _run_user(lambda: fn(**sample), (), filename, max_output)

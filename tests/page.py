@@ -40,6 +40,19 @@ def open_tab(page, name: str):
     return panel(page)
 
 
+def add_answer_check(tab) -> None:
+    """Graders tab: the built-in string check `{{sample.output_text}}` eq `Answer: {{item.answer}}`, through
+    its form (the open one), and its confirmation."""
+    from playwright.sync_api import expect
+
+    form = tab.locator("[role=tabpanel]:visible").first
+    form.get_by_role("textbox", name="Reference").fill("Answer: {{item.answer}}")
+    expect(form.get_by_role("textbox", name="Input")).to_have_value("{{sample.output_text}}")
+    expect(form.get_by_role("combobox", name="Operation")).to_have_value("eq")
+    form.get_by_role("button", name="Add built-in grader").click()
+    expect(form.get_by_text("Added correct")).to_be_visible()
+
+
 def accordion(scope, title: str):
     """An accordion's block, opened."""
     from playwright.sync_api import expect

@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 
 from browser import App, launch_browser
-from page import (accordion, data_rows, dataframe, downloaded_run_yaml, load, open_tab, panel, screenshot,
-                  set_number, wait_plot)
+from page import (accordion, add_answer_check, data_rows, dataframe, downloaded_run_yaml, load, open_tab, panel,
+                  screenshot, set_number, wait_plot)
 
 # Partial credit for a call, so rollouts of one group differ even when none is right.
 PY_GRADER = '''def grade(sample, item) -> float:
@@ -109,12 +109,7 @@ def test_agent_rft_journey(tmp_path, monkeypatch):
 
             # 2. Graders: the exact answer, and a small reward for calling a tool.
             tab = open_tab(page, "2. Graders")
-            form = tab.locator("[role=tabpanel]:visible").first
-            form.get_by_role("textbox", name="Reference").fill("Answer: {{item.answer}}")
-            expect(form.get_by_role("textbox", name="Input")).to_have_value("{{sample.output_text}}")
-            expect(form.get_by_role("combobox", name="Operation")).to_have_value("eq")
-            form.get_by_role("button", name="Add built-in grader").click()
-            expect(form.get_by_text("Added correct")).to_be_visible()
+            add_answer_check(tab)
             tab.get_by_role("tab", name="Python").click()
             form = tab.locator("[role=tabpanel]:visible").first
             replace_code(page, form.locator(".cm-content").first, PY_GRADER)

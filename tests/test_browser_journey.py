@@ -31,7 +31,7 @@ from pathlib import Path
 import pytest
 
 from browser import ROOT, App, free_port, launch_browser, shot
-from page import (accordion, data_rows, dataframe, downloaded_run_yaml, load, metrics, open_rollout,
+from page import (accordion, add_answer_check, data_rows, dataframe, downloaded_run_yaml, load, metrics, open_rollout,
                   open_tab, panel, screenshot, set_number, wait_plot)
 from graders.testing import Reply, ScriptedJudgeServer
 
@@ -130,12 +130,7 @@ def test_new_user_journey(tmp_path, monkeypatch):
 
             # 3. Graders: a built-in string check and a Python grader through the forms, then Test graders.
             tab = open_tab(page, "2. Graders")
-            form = tab.locator("[role=tabpanel]:visible").first  # the open grader form
-            form.get_by_role("textbox", name="Reference").fill("Answer: {{item.answer}}")
-            expect(form.get_by_role("textbox", name="Input")).to_have_value("{{sample.output_text}}")
-            expect(form.get_by_role("combobox", name="Operation")).to_have_value("eq")
-            form.get_by_role("button", name="Add built-in grader").click()
-            expect(form.get_by_text("Added correct")).to_be_visible()
+            add_answer_check(tab)
             tab.get_by_role("tab", name="Python").click()
             form = tab.locator("[role=tabpanel]:visible").first
             form.locator(".cm-content").first.click()
