@@ -22,6 +22,7 @@ import time
 from graders.base import Grader, GradeResult, combine, completion_text, make_sample
 from graders.item import REFERENCE_COLUMN, build_item, grader_item  # noqa: F401 - re-exported for the engine
 from graders.templating import to_text
+from graders.trajectory import row_fields
 
 
 _NOT_COLUMNS = {"trainer_state", "log_metric", "log_extra", "environments", "completion_ids", "prompts",
@@ -182,11 +183,8 @@ class RewardBridge:
                    "scores": scores, "total": total, "errors": errors, "logs": logs, **batch.tag}
             if i < len(batch.truncated) and batch.truncated[i]:
                 row["truncated"] = True
-            if isinstance(sample, dict) and "messages" in sample:  # a tool-use rollout: keep it turn by turn
-                row["trajectory"] = sample["messages"]
-                row["tools"] = {"calls": len(sample["tool_calls"]), "errors": sample["tool_errors"],
-                                "turns": sample["turns"], "unfinished": sample["unfinished"],
-                                "names": sorted({c["name"] for c in sample["tool_calls"]})}
+            if isinstance(sample, dict):
+                row.update(row_fields(sample))  # a tool-use rollout: kept turn by turn
             rows.append(row)
         return rows
 

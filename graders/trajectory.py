@@ -90,6 +90,17 @@ def trajectory_fields(messages: list) -> dict:
             "unfinished": bool(last.get("role") == "assistant" and last.get("tool_calls"))}
 
 
+def row_fields(sample: dict) -> dict:
+    """What a rollout row (samples.jsonl, eval/samples.jsonl) keeps of a tool-use sample: the turns, and the
+    tool numbers the Monitor and its filters read. Empty for a sample without tools."""
+    if "messages" not in sample:
+        return {}
+    calls = sample["tool_calls"]
+    return {"trajectory": sample["messages"],
+            "tools": {"calls": len(calls), "errors": sample["tool_errors"], "turns": sample["turns"],
+                      "unfinished": sample["unfinished"], "names": sorted({c["name"] for c in calls})}}
+
+
 def is_trajectory(output) -> bool:
     """True for a message list that involves tools (a call or a tool's answer)."""
     return isinstance(output, list) and any(

@@ -231,6 +231,7 @@ def evaluate_run(run: RunFolder, rows: int = 50, progress=None, max_new_tokens: 
 def _grade(graders, completions: list, items: list[dict]) -> list[dict]:
     """One row per completion (text, or a tool-use trajectory: its final answer plus the turns)."""
     from graders.base import make_sample
+    from graders.trajectory import row_fields
 
     samples = [make_sample(c) for c in completions]
     per = {g.name: g.grade_batch(samples, items) for g in graders}
@@ -240,10 +241,7 @@ def _grade(graders, completions: list, items: list[dict]) -> list[dict]:
         errors = {name: r[i].error.to_dict() for name, r in per.items() if not r[i].ok}
         total = sum(g.weight * (scores[g.name] or 0.0) for g in graders)
         row = {"completion": sample["output_text"], "scores": scores, "total": total, "errors": errors}
-        if "messages" in sample:
-            row["trajectory"] = sample["messages"]
-            row["tools"] = {"calls": len(sample["tool_calls"]), "errors": sample["tool_errors"],
-                            "turns": sample["turns"], "unfinished": sample["unfinished"]}
+        row.update(row_fields(sample))  # a tool-use answer: its turns and tool numbers
         rows.append(row)
     return rows
 
