@@ -1,6 +1,6 @@
 """`python -m finetuner <verb>`: the headless face of the engine.
 
-Verbs: train, stop, runs, explain, check-data, test-grader, demo, bench, make-task; evaluate, export, chat live in
+Verbs: train, stop, runs, queue, explain, check-data, test-grader, demo, bench, make-task; evaluate, export, chat live in
 cli_runs.py. Heavy libraries are imported inside the
 verbs so `--help` and `explain` answer at once. A FinetunerError prints its message (what, where, what to
 do) and exits 2; no traceback is shown for mistakes a user can fix.
@@ -83,6 +83,53 @@ def _log_to_run(run) -> None:
 
 
 def cmd_train(args) -> int:
+    try:
+        return _train(args)
+    finally:
+        _advance_queue(args)
+
+
+def _advance_queue(args) -> None:
+    """This run has ended (or never began): start the next waiting run in its runs folder, so the queue moves
+    on with no app open. Nothing here may change this process's exit status."""
+    try:
+        from finetuner.training import distributed
+
+        if not distributed.is_main():
+            return
+        from finetuner.runs import advance
+
+        folder = args.resume or args.run_dir
+        advance(Path(folder).resolve().parent if folder else args.runs_dir)
+    except Exception:  # noqa: BLE001 - the queue is the app's worker's to retry; the run's own result stands
+        logging.getLogger("finetuner.queue").exception("could not advance the run queue")
+
+
+def cmd_queue(args) -> int:
+    from finetuner.runs import cancel, move, waiting
+
+    if args.cancel:
+        cancel(args.runs_dir, args.cancel)
+        print(f"Cancelled {args.cancel}: removed from the queue and its folder deleted.")
+    if args.move:
+        move(args.runs_dir, args.move[0], _position(args.move[1]))
+    rows = waiting(args.runs_dir)
+    if not rows:
+        print(f"No runs waiting in {args.runs_dir}.")
+    for r in rows:
+        print(f"{r['position']:>3}. {r['id']:<40} {r.get('method', ''):<8} {r.get('owner') or ''}")
+    return 0
+
+
+def _position(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise FinetunerError(f"--move RUN_ID POSITION: {text!r} is not a position; give a number, 1 = next.") \
+            from None
+
+
+def _train(args) -> int:
     from finetuner.training import distributed
     from finetuner.config import load_config, save_config
     from finetuner.modeling.load import keep_bitsandbytes_quiet
@@ -256,6 +303,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--runs-dir", default="runs")
     r.set_defaults(func=cmd_runs)
 
+    q = sub.add_parser("queue", help="list the runs waiting their turn; cancel or reorder one")
+    q.add_argument("--runs-dir", default="runs")
+    q.add_argument("--cancel", metavar="RUN_ID", help="take a waiting run out of the queue (deletes its folder)")
+    q.add_argument("--move", nargs=2, metavar=("RUN_ID", "POSITION"), help="put a waiting run at POSITION (1 = next)")
+    q.set_defaults(func=cmd_queue)
+
     e = sub.add_parser("explain", help="print the config reference (or one field's help)")
     e.add_argument("field", nargs="?", help="a dotted field name such as rft.beta")
     e.set_defaults(func=cmd_explain)
@@ -293,6 +346,9 @@ def build_parser() -> argparse.ArgumentParser:
     m.set_defaults(func=cmd_make_task)
 
     cli_runs.add_parsers(sub)  # evaluate, export, chat: the Evaluate and Runs tabs, headless
+    from finetuner.lab import cli as lab_cli
+
+    lab_cli.add_parser(sub)  # the Lab: SFT vs RFT vs both
     return p
 
 

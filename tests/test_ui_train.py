@@ -98,14 +98,20 @@ def test_unknown_model_asks_for_its_size(ctx):
     assert "1.50B parameters" in tab_train.preview(ctx, project, *vals)[1]
 
 
-def test_launch_is_refused_while_a_run_is_active(ctx):
+def test_launch_while_a_run_is_active_queues_it(ctx, monkeypatch):
+    from finetuner.runs import cancel, queue
+
+    monkeypatch.setattr(queue, "gpu_count", lambda: 0)  # one CPU slot, whatever this machine has
     busy = RunFolder(ctx.runs_dir / "busy-20250101-000000")
     busy.path.mkdir()
     busy.write_status(state="running", pid=os.getpid(), created=time.time())
     project = checked_demo()
     run_id, tabs, message = tab_train.launch(ctx, project, *values(project))
-    assert run_id == {"__type__": "update"} and tabs == {"__type__": "update"}  # nothing changes
-    assert "already training: `busy-20250101-000000`" in message and "one run at a time" in message
+    assert isinstance(tabs, gr.Tabs) and tabs.selected == "monitor"  # the Monitor shows the waiting run
+    assert "Queued: position 1, after `busy-20250101-000000` (training now)" in message
+    status = RunFolder(ctx.runs_dir / run_id).read_status()
+    assert status["state"] == "waiting" and "pid" not in status  # no process until the busy run ends
+    cancel(ctx.runs_dir, run_id)
 
 
 def test_launch_refuses_invalid_settings_and_bad_data(ctx, monkeypatch):

@@ -1,19 +1,17 @@
 """The "Try the demo" button: one click launches the demo run, opens the Monitor on it and loads its project;
-while a run trains it starts nothing and says which run is in the way."""
+while a run trains a second demo waits in the queue and says its place."""
 
 import time
 
 import gradio as gr
-import pytest
 
 from finetuner.config import load_config, portable_config, to_dict
-from graders.errors import RunError
-from finetuner.runs import force_stop, list_runs, open_run, pid_alive, wait
+from finetuner.runs import cancel, force_stop, list_runs, open_run, pid_alive, wait
 from finetuner.ui import welcome
 from finetuner.ui.context import AppContext
 
 
-def test_try_the_demo_launches_it_and_refuses_a_second_run(tmp_path):
+def test_try_the_demo_launches_it_and_queues_a_second_run(tmp_path, monkeypatch):
     ctx = AppContext(tmp_path / "runs")
     project, run_id, tabs = welcome.start_demo(ctx)
     run = open_run(ctx.runs_dir, run_id)
@@ -24,11 +22,14 @@ def test_try_the_demo_launches_it_and_refuses_a_second_run(tmp_path):
         demo = portable_config(load_config(welcome.EXAMPLE / "run.yaml"))
         assert to_dict(launched) == to_dict(demo) and launched.eval.every_steps > 0
         assert ctx.active_run()["id"] == run_id
-        with pytest.raises(RunError) as info:
-            welcome.start_demo(ctx)
-        assert f"The demo did not start: run `{run_id}`" in str(info.value)
-        assert "Try the demo again" in str(info.value)
-        assert [r["id"] for r in list_runs(ctx.runs_dir)] == [run_id]  # no second run folder
+        said = []
+        monkeypatch.setattr(gr, "Info", said.append)
+        _project, second, _tabs = welcome.start_demo(ctx)
+        assert second != run_id and open_run(ctx.runs_dir, second).read_status()["state"] == "waiting"
+        assert said and f"Queued: position 1, after `{run_id}`" in said[0]
+        assert ctx.active_run()["id"] == run_id  # still one training
+        cancel(ctx.runs_dir, second)
+        assert [r["id"] for r in list_runs(ctx.runs_dir)] == [run_id]
     finally:
         force_stop(run)
         wait(run, timeout=30)

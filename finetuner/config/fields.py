@@ -85,6 +85,7 @@ class AdapterConfig:
 class SFTConfig:
     epochs: float = _f(3.0, lo=0.0, help="Passes over the training data (ignored when `max_steps` > 0).")
     max_steps: int = _f(0, lo=0, help="Stop after this many optimizer steps (0: use `epochs`).")
+    max_seconds: float = _f(0.0, lo=0.0, help="Stop the stage after this many seconds of training steps (held-out scoring and saving not counted), whichever comes first with `max_steps` / `epochs`. 0: no limit. The Lab gives every method the same budget this way.")
     learning_rate: float = _f(2e-4, above=0.0, hi=1.0, help="Adapter learning rate. 1e-4 to 5e-4 is usual for LoRA.")
     batch_size: int = _f(4, lo=1, help="Rows per device per step.")
     grad_accum: int = _f(1, lo=1, help="Steps whose gradients are summed before one update (raises the effective batch "
@@ -100,6 +101,7 @@ class SFTConfig:
 class RFTConfig:
     max_steps: int = _f(100, lo=0, help="RFT optimizer steps (0: use `epochs`).")
     epochs: float = _f(1.0, lo=0.0, help="Passes over the prompts when `max_steps` is 0.")
+    max_seconds: float = _f(0.0, lo=0.0, help="Stop the stage after this many seconds of training steps (held-out scoring and saving not counted), whichever comes first with `max_steps`. 0: no limit.")
     learning_rate: float = _f(1e-5, above=0.0, hi=1.0, help="Adapter learning rate. RFT wants it lower than SFT; too high drifts or "
                               "collapses.")
     batch_size: int = _f(8, lo=1, help="Completions per device per step (a multiple of `num_generations` with "

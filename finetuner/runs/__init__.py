@@ -7,7 +7,7 @@ resume from a byte offset so a reader tails a long file instead of re-reading it
 with every step are rotated into numbered segments (`metrics.1.jsonl`, ...) so a long run cannot fill the
 disk; `JsonlTail` reads segments and live file as one continuous stream (finetuner/runs/jsonl_log.py).
 
-The folder itself is `runs.folder`, the child process `runs.process`; this package re-exports what callers use.
+The folder itself is `runs.folder`, the child process `runs.process`, the queue `runs.queue`; this package re-exports what callers use.
 """
 
 from finetuner.runs.folder import (  # noqa: F401 - the package's interface
@@ -17,4 +17,6 @@ from finetuner.runs.jsonl_log import (  # noqa: F401 - part of this package's in
     compact_metrics, read_jsonl, rotate, segments, tail_jsonl)
 from finetuner.runs.process import (  # noqa: F401 - the package's interface
     LOW_DISK_BYTES, QUEUED_TIMEOUT_S, active_run, force_stop, launch, launch_lock, list_runs, pid_alive,
-    refresh_state, refuse_if_busy, request_stop, start_child, wait)
+    refresh_state, refuse_if_busy, request_stop, start_child, train_command, wait)
+from finetuner.runs.queue import (  # noqa: F401 - the package's interface
+    QUEUE_FILE, WAITING, advance, cancel, device_slots, enqueue, move, position, waiting)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from finetuner.runs.atomic import write_text_atomic
 from finetuner.runs.jsonl_log import (KEEP_FULL, METRICS_MAX_BYTES, METRICS_SEGMENT_BYTES, SAMPLES_KEEP,
                                       SAMPLES_SEGMENT_BYTES, JsonlTail, compact_metrics, rotate)
 from graders.errors import RunError
@@ -93,10 +94,9 @@ class RunFolder:
 
     def write_status(self, **updates) -> dict:
         """Merge `updates` into status.json: under a lock (the trainer, the UI and the CLI all write it),
-        through a temp file of this writer's own that is renamed over the old one, so readers never see a
-        half-written file and no writer's update is lost."""
+        through a temp file of this writer's own, fsync'ed and renamed over the old one (atomic.py), so readers
+        never see a half-written file, a power cut leaves the old status or the new, and no update is lost."""
         import fcntl
-        import tempfile
 
         with open(self.path / "status.lock", "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
@@ -105,10 +105,7 @@ class RunFolder:
             except (FileNotFoundError, json.JSONDecodeError):
                 status = {}
             status.update(updates)
-            fd, tmp = tempfile.mkstemp(dir=self.path, prefix=".status-", suffix=".tmp")
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(json.dumps(status, indent=1, default=_json_default))
-            os.replace(tmp, self.status_path)
+            write_text_atomic(self.status_path, json.dumps(status, indent=1, default=_json_default))
         return status
 
     # -------------------------------------------------------------- appenders
@@ -176,14 +173,25 @@ class RunFolder:
         return gone
 
 
+# A checkpoint is sealed (training/checkpoint_seal.py) once the trainer has written it and its files are fsync'ed;
+# a stage folder holding SEALED_STAGE has every checkpoint sealed, so one without SEAL there is torn.
+SEAL = ".complete"
+SEALED_STAGE = ".sealed"
+
+
 def checkpoint_complete(folder: Path) -> bool:
-    """The trainer writes trainer_state.json last (transformers' _save_checkpoint), after the weights, the
-    optimizer and the RNG state: a checkpoint whose trainer state parses was written to the end."""
+    """A checkpoint a resume can trust: sealed, and its trainer state (written last) parses. Without the seal
+    a power cut can leave trainer_state.json whole over torn weights: nothing was fsync'ed.
+
+    Checkpoints of runs trained before seals existed (no SEALED_STAGE in their stage folder) are judged as they
+    were then, by the trainer state alone; the next training of that stage seals them (seal_legacy) before
+    writing its own, so a resume keeps them instead of restarting the stage."""
+    folder = Path(folder)
     try:
-        json.loads((Path(folder) / "trainer_state.json").read_text(encoding="utf-8"))
+        json.loads((folder / "trainer_state.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
-    return True
+    return (folder / SEAL).exists() or not (folder.parent / SEALED_STAGE).exists()
 
 
 def _json_default(value):

@@ -120,18 +120,28 @@ def launch(config, runs_dir: str | Path = "runs", extra_env: dict | None = None,
     run = new_run(runs_dir, config.name)
     save_config(portable_config(config), run.config_path)
     run.write_status(state="queued", created=_now(), queued=_now(), name=config.name, method=config.method)
-    cmd = [sys.executable, "-m", "finetuner", "train", str(run.config_path), "--run-dir", str(run.path)]
-    start_child(run, cmd, extra_env)
+    start_child(run, train_command(run), extra_env)
     return run
 
 
-def start_child(run: RunFolder, cmd: list[str], extra_env: dict | None = None) -> subprocess.Popen:
+def train_command(run: RunFolder) -> list[str]:
+    """The child that trains `run` from its own config.yaml (launch, and the queue when a slot frees)."""
+    return [sys.executable, "-m", "finetuner", "train", str(run.config_path), "--run-dir", str(run.path)]
+
+
+def child_env(extra_env: dict | None = None) -> dict:
+    """The environment of a `python -m finetuner` child (a run, a Lab)."""
     env = dict(os.environ)
     env.setdefault("PYTHONUNBUFFERED", "1")
     # `python -m finetuner` must import this very package from any working folder, installed or not.
     root = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
     env.update(extra_env or {})
+    return env
+
+
+def start_child(run: RunFolder, cmd: list[str], extra_env: dict | None = None) -> subprocess.Popen:
+    env = child_env(extra_env)
     with open(run.log_path, "ab") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True, env=env, cwd=os.getcwd())

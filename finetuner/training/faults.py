@@ -9,24 +9,30 @@ comma-separated list of `kind@N`:
     enospc@N           OSError(ENOSPC) when the metrics of step N (or later) are written
     enospc_save@N      the checkpoint of step N is cut short as a full disk leaves it (no trainer_state.json,
                        written last) and OSError(ENOSPC) is raised
+    kill_save@N        the checkpoint of step N is torn (its weights cut to half, trainer_state.json whole: what a
+                       power cut leaves) and the process SIGKILLs itself before the checkpoint is sealed
+    kill_adapter@N     the N-th adapter save of the process is torn the same way in its temporary folder, after
+                       the weights and before the tokenizer, and the process SIGKILLs itself
     hang_generation@S  the first rollout generation stalls until Stop is pressed (the run's STOP file), at most
                        S seconds, then goes on: a Stop that arrives while generation is running
 
 One seam, in the training process: stages._train_stage calls `inject(trainer, run)` only when the variable is
-set. It adds one TrainerCallback (steps, saves), wraps this run folder's metrics write and the trainer's
-rollout generation; the training code itself carries no hook.
+set. It adds one TrainerCallback (steps, saves), wraps this run folder's metrics write, the model's
+save_pretrained and the trainer's rollout generation; the training code itself carries no hook.
 """
 
 from __future__ import annotations
 
 import errno
 import os
+import signal
 import sys
 import time
 from pathlib import Path
 
 ENV = "FINETUNER_FAULT"
 _hung = False
+_adapter_saves = 0
 _stop_path: Path | None = None
 
 
@@ -48,6 +54,18 @@ def inject(trainer, run) -> None:
 
         append_metric._faulty = True
         run.append_metric = append_metric
+    model = trainer.model
+    if not getattr(model.save_pretrained, "_faulty", False):  # RFT after SFT trains the same model: wrap once
+        save = model.save_pretrained
+
+        def save_pretrained(save_directory, *args, **kwargs):
+            out = save(save_directory, *args, **kwargs)
+            if not Path(save_directory).name.startswith("checkpoint-"):  # an adapter, not a checkpoint
+                adapter_saved(Path(save_directory))
+            return out
+
+        save_pretrained._faulty = True
+        model.save_pretrained = save_pretrained
     from trl import GRPOTrainer
 
     if isinstance(trainer, GRPOTrainer):  # wrap the rollout generation TimedGRPOTrainer times
@@ -111,8 +129,27 @@ def before_write(step: int, path: Path) -> None:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
 
 
+def _tear_and_die(folder: Path, what: str) -> None:
+    # Half of each weights file, as a power cut leaves data that was never fsync'ed; then no cleanup at all.
+    for weights in Path(folder).glob("*.safetensors"):
+        with open(weights, "r+b") as fh:
+            fh.truncate(weights.stat().st_size // 2)
+    _announce(f"tearing {what} {folder} and killing this process (SIGKILL)")
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def adapter_saved(folder: Path) -> None:
+    """The model's weights were just written into `folder`, an adapter being saved (not yet complete)."""
+    global _adapter_saves
+    _adapter_saves += 1
+    if plan().get("kill_adapter") == _adapter_saves:
+        _tear_and_die(folder, "the adapter being saved in")
+
+
 def checkpoint_saved(step: int, folder: Path) -> None:
     """The trainer just saved `folder`, the checkpoint of `step`."""
+    if plan().get("kill_save") == step:
+        _tear_and_die(folder, "checkpoint")
     at = plan().get("enospc_save")
     if at is not None and step == at:
         state = Path(folder) / "trainer_state.json"

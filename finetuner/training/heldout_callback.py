@@ -79,6 +79,7 @@ class HeldoutCallback(TrainerCallback):
         self.graders = None
         self.last_step: int | None = None
         self.off = ""  # why this stage logs nothing, once decided
+        self.budget = None  # the stage's TimeBudgetCallback, when it has one (training/budget.py)
 
     def _usable(self, args) -> bool:
         if distributed.world_size() > 1:
@@ -105,7 +106,9 @@ class HeldoutCallback(TrainerCallback):
 
     def on_train_end(self, args, state, control, model=None, **kwargs):
         # A stop request or a failing grader ended the stage early: stopping promptly matters more.
-        if state.global_step >= state.max_steps and not self.run.stop_path.exists():
+        # A stage that spent its time budget ended as planned, like one that reached max_steps.
+        done = state.global_step >= state.max_steps or (self.budget is not None and self.budget.reached)
+        if done and not self.run.stop_path.exists():
             self.evaluate(args, state, model)
         self.close()
 

@@ -15,6 +15,7 @@ import time
 from finetuner.config import RunConfig
 from graders.errors import ConfigError, FinetunerError
 from finetuner.runs import RunFolder
+from finetuner.runs.atomic import clean_leftovers, partial_dir, publish_dir
 from finetuner.training import faults
 from finetuner.training.failures import RunEnding, final, reserve_space
 
@@ -315,6 +316,7 @@ def _train_stage(cfg, run, stage, model, tok, data, peft_config, device, offset,
     from transformers.trainer_callback import PrinterCallback
 
     from finetuner.training.callbacks import ProgressCallback, RunFolderCallback
+    from finetuner.training.checkpoint_seal import CheckpointSealCallback
     from finetuner.training.heldout_callback import HeldoutCallback
 
     bridge, tools = None, None
@@ -344,6 +346,12 @@ def _train_stage(cfg, run, stage, model, tok, data, peft_config, device, offset,
         scorer = HeldoutCallback(run, stage, heldout, cfg.eval.every_steps, offset,
                                  base=stage == cfg.stages[0] and ckpt is None)
         callbacks.append(scorer)
+    if getattr(cfg, stage).max_seconds > 0:  # the stage's wall-clock budget (the Lab's "same budget")
+        from finetuner.training.budget import TimeBudgetCallback
+
+        callbacks.append(TimeBudgetCallback(getattr(cfg, stage).max_seconds))
+        if scorer is not None:
+            scorer.budget = callbacks[-1]
     try:
         if stage == "sft":
             trainer = build_sft_trainer(cfg, run, model, tok, data, peft_config, device, callbacks)
@@ -355,6 +363,7 @@ def _train_stage(cfg, run, stage, model, tok, data, peft_config, device, offset,
         trainer.remove_callback(PrinterCallback)
         if faults.enabled():  # the tests' fault injection, one seam; never true outside tests
             faults.inject(trainer, run)
+        trainer.add_callback(CheckpointSealCallback())  # last: after every callback that adds checkpoint files
         log.info("%s: %d training rows, %s", stage, len(data.train), f"{trainer.args.max_steps} steps"
                  if trainer.args.max_steps > 0 else f"{trainer.args.num_train_epochs:g} epochs")
         trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
@@ -388,14 +397,21 @@ def _curriculum(cfg, run, data, model, tok, bridge, ckpt, callbacks):
 
 
 def _save_adapter(trainer, path, tok) -> None:
-    """The adapter with its tokenizer, so the folder alone is enough to load and chat with the result."""
-    if trainer.accelerator.num_processes > 1:
+    """The adapter with its tokenizer, so the folder alone is enough to load and chat with the result. Written
+    into a temporary sibling, fsync'ed and renamed into place (runs/atomic.py): a kill or a power cut mid-save
+    leaves the previous adapter (or none), never half of one."""
+    acc, tmp = trainer.accelerator, partial_dir(path)
+    if acc.is_main_process:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        clean_leftovers(path)  # a temp folder a killed save left
+    if acc.num_processes > 1:
+        acc.wait_for_everyone()  # the stale temp folder is gone before any rank writes into it
         # Every rank must join: FSDP / ZeRO-3 gather their shards here. The trainer writes from rank 0 only,
         # tokenizer (its processing_class) included.
-        trainer.save_model(str(path))
-        if trainer.accelerator.is_main_process:  # SFT's processing_class may carry the training template
-            tok.save_pretrained(str(path))
-        return
-    path.mkdir(parents=True, exist_ok=True)
-    trainer.model.save_pretrained(str(path))
-    tok.save_pretrained(str(path))
+        trainer.save_model(str(tmp))
+        acc.wait_for_everyone()
+    else:
+        trainer.model.save_pretrained(str(tmp))
+    if acc.is_main_process:  # SFT's processing_class may carry the training template
+        tok.save_pretrained(str(tmp))
+        publish_dir(tmp, path)

@@ -25,8 +25,8 @@ def build_app(ctx: AppContext):
     # import is still under way, and `datasets` (hashing a dataset in another handler) then finds no
     # `transformers.PreTrainedTokenizerBase` and fails (seen at page load: Evaluate and Monitor at once).
     transformers.PreTrainedTokenizerBase  # noqa: B018 - touching it finishes the import
-    from finetuner.ui import (draft, tab_data, tab_evaluate, tab_graders, tab_monitor, tab_runs, tab_tools,
-                              tab_train, welcome)
+    from finetuner.ui import (draft, tab_data, tab_evaluate, tab_graders, tab_lab, tab_monitor, tab_runs,
+                              tab_tools, tab_train, welcome)
 
     with gr.Blocks(title=TITLE, analytics_enabled=False) as demo:
         project = gr.State(new_project())
@@ -47,6 +47,8 @@ def build_app(ctx: AppContext):
                 tab_monitor.build(ctx, shared)
             with gr.Tab("6. Evaluate & chat", id="evaluate"):
                 tab_evaluate.build(ctx, shared)
+            with gr.Tab("Lab", id="lab"):  # SFT vs RFT vs both, measured on the same data and budget
+                tab_lab.build(ctx, shared)
             with gr.Tab("Runs", id="runs"):
                 tab_runs.build(ctx, shared)
         welcome.wire_demo_button(ctx, shared)

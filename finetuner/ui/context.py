@@ -8,15 +8,38 @@ functions; training always runs in a child process (finetuner.runs.launch).
 
 from __future__ import annotations
 
+import contextvars
 import functools
+import hashlib
+import inspect
 import logging
+import re
 import traceback
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from graders.errors import FinetunerError
+from graders.errors import FinetunerError, RunError
 
 log = logging.getLogger("finetuner.ui")
+
+# The signed-in user of the handler now running (--auth), None without auth. `safe` sets it from the gr.Request
+# Gradio injects, so every handler and the AppContext methods it calls know who is asking without each
+# signature carrying a request.
+current_user: contextvars.ContextVar[str | None] = contextvars.ContextVar("finetuner_user", default=None)
+USER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
+
+
+class NotYours(RunError):
+    """A run (or a path in it) that belongs to another signed-in user."""
+
+
+def user_folder(user: str) -> str:
+    """A user's name as one safe file or folder name: `u-<name>`, or `h-<hash>` when the name holds anything
+    but [A-Za-z0-9_.@-] (so no name can reach outside the folder it is put in)."""
+    if USER_NAME.fullmatch(user) and ".." not in user:
+        return f"u-{user}"
+    return "h-" + hashlib.sha256(user.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
 def new_project() -> dict:
@@ -37,6 +60,9 @@ def new_project() -> dict:
 @dataclass
 class AppContext:
     runs_dir: str | Path = "runs"
+    # --auth: with `auth` on, each user sees only the runs and uploads they own; `teachers` see everything.
+    auth: bool = False
+    teachers: frozenset = frozenset()
     uploads: Path = field(init=False)
 
     def __post_init__(self):
@@ -44,6 +70,78 @@ class AppContext:
         self.runs_dir.mkdir(parents=True, exist_ok=True)
         self.uploads = self.runs_dir / "_uploads"
         self.uploads.mkdir(exist_ok=True)
+        self.teachers = frozenset(self.teachers)
+
+    # ------------------------------------------------------------ who may see what (--auth)
+
+    def user(self, user: str | None = None) -> str | None:
+        """`user`, else the signed-in user of the handler now running."""
+        return user or current_user.get()
+
+    def is_teacher(self, user: str | None = None) -> bool:
+        """Sees every run and upload: everyone without auth, a teacher account with it."""
+        return not self.auth or self.user(user) in self.teachers
+
+    def may_see(self, status: dict, user: str | None = None) -> bool:
+        """A run without an owner (made before --auth, or by the CLI) is shown only to teachers."""
+        user = self.user(user)
+        return self.is_teacher(user) or (user is not None and status.get("owner") == user)
+
+    def list_runs(self, user: str | None = None) -> list[dict]:
+        """finetuner.runs.list_runs, cut to the runs this user may see."""
+        from finetuner.runs import list_runs
+
+        return [st for st in list_runs(self.runs_dir) if self.may_see(st, user)]
+
+    def open_run(self, run_id, user: str | None = None):
+        """finetuner.runs.open_run (ids cannot leave runs_dir), refusing another user's run."""
+        from finetuner.runs import open_run
+
+        run = open_run(self.runs_dir, run_id)
+        user = self.user(user)
+        if not self.may_see(run.read_status(), user):
+            if user is None:
+                raise RunError("This app needs a signed-in user to open a run: reload the page and sign in.")
+            raise NotYours(f"Run {run.id} belongs to another user, so {user} cannot open, stop or delete it. "
+                           "Pick one of your own runs from the list (a teacher account sees every run).")
+        return run
+
+    def uploads_for(self, user: str | None = None) -> Path:
+        """Where this user's uploads go: runs_dir/_uploads/<user>/ with auth, runs_dir/_uploads without."""
+        user = self.user(user)
+        if not self.auth:
+            return self.uploads
+        if user is None:
+            raise RunError("This app needs a signed-in user to keep uploads: reload the page and sign in.")
+        folder = self.uploads / user_folder(user)
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+
+    def check_path(self, path, user: str | None = None) -> None:
+        """Refuse a path typed by the user that lies inside another user's uploads or run folders (runs_dir
+        is shared by the class). Paths outside runs_dir are not ours to police: see README, "A class"."""
+        user = self.user(user)
+        if self.is_teacher(user) or not str(path).strip():
+            return
+        target = Path(str(path).strip()).expanduser().resolve()
+        if not target.is_relative_to(self.runs_dir):
+            return
+        if target.is_relative_to(self.uploads_for(user)):
+            return
+        inside = target.relative_to(self.runs_dir).parts
+        if inside and inside[0] != self.uploads.name:
+            try:
+                self.open_run(inside[0], user)
+                return
+            except RunError:
+                pass
+        raise NotYours(f"{path} is in another user's part of the runs folder, so it cannot be used here. Upload "
+                       "your own copy of the file on the Data tab, or pick one of your own runs.")
+
+    def check_config_paths(self, cfg) -> None:
+        """check_path for what a RunConfig reads: a model folder or data file typed by hand on the Train tab."""
+        for typed in (cfg.model.name, cfg.data.train, cfg.data.eval, cfg.data.rft_train):
+            self.check_path(typed or "")
 
     def active_run(self) -> dict | None:
         """The run now training, if any (one run at a time per GPU)."""
@@ -51,19 +149,15 @@ class AppContext:
 
         return active_run(self.runs_dir)
 
-    def launch(self, config):
-        """Start `config` unless a run is training: the check and the start are one step under a lock file in
-        the runs folder, so two Launch clicks (two browser tabs, two app processes) never start two runs.
-        Raises RunError naming the run in the way."""
-        from graders.errors import RunError
-        from finetuner.runs import launch
-        from finetuner.planning.step_time import active_probe
+    def launch(self, config, owner: str | None = None):
+        """Queue `config` (runs.enqueue): it starts at once when a device slot is free, else its folder waits
+        (state `waiting`) and starts by itself in queue order. Every check and start is under a lock file in
+        the runs folder, so two Launch clicks never put two runs on one device. While a step is being measured
+        the run waits too (a run beside the probe would spoil both timings) rather than being refused.
+        `owner` (default: the signed-in user, None without auth) goes in status.json from the start."""
+        from finetuner.runs import enqueue
 
-        probe = active_probe(self.runs_dir)
-        if probe is not None:  # "Measure a step" is timing a few steps: a run beside it would spoil both
-            raise RunError(f"A step is being measured (probe `{probe.get('id')}`, a few steps): launch again when "
-                           "it ends, in a minute or two.")
-        return launch(config, self.runs_dir, exclusive=True)
+        return enqueue(config, self.runs_dir, owner=self.user(owner))
 
 
 @dataclass
@@ -101,7 +195,8 @@ def confirm_row(question: str, yes_label: str):
 
 def bind(ctx, fn, *extra):
     """fn(ctx, *extra, *inputs) as a Gradio handler. No functools.wraps: Gradio inspects the signature and
-    must see (*args), not ctx; the name is kept for `safe`'s log lines."""
+    must see (*args), not ctx; the name is kept for `safe`'s log lines. Who is asking reaches fn through
+    `safe` (current_user), which puts a gr.Request parameter before the *args."""
     def bound(*args):
         return fn(ctx, *extra, *args)
 
@@ -111,11 +206,20 @@ def bind(ctx, fn, *extra):
 
 def safe(handler):
     """Wrap a Gradio handler: a failure becomes a gr.Warning toast (and the log gets the traceback), never a
-    traceback on the page. The handler's outputs are left unchanged (gr.skip()) when it fails."""
+    traceback on the page. The handler's outputs are left unchanged (gr.skip()) when it fails.
+
+    It also tells the handler who is asking: Gradio injects a gr.Request into a positional parameter annotated
+    gr.Request (gradio.helpers.special_args, which stops at *args), so the wrapper's signature is the
+    handler's with one such parameter put first; its username is `current_user` while the handler runs. Called
+    directly (tests, one handler calling another) without a request, the current user is left as it is."""
     import gradio as gr
 
     @functools.wraps(handler)
     def wrapper(*args, **kwargs):
+        token = None
+        if args and isinstance(args[0], gr.Request):
+            token = current_user.set(getattr(args[0], "username", None) or None)
+            args = args[1:]
         try:
             return handler(*args, **kwargs)
         except Exception as err:  # noqa: BLE001 - the page must never show a traceback
@@ -123,5 +227,21 @@ def safe(handler):
                 log.error("UI handler %s failed:\n%s", handler.__name__, traceback.format_exc())
             gr.Warning(message(err))
             return gr.skip()
+        finally:
+            if token is not None:
+                current_user.reset(token)
 
+    try:
+        sig = inspect.signature(handler)
+    except (TypeError, ValueError):
+        return wrapper
+    if "_asking" in sig.parameters:  # safe(safe(fn)): the inner wrapper's signature (copied) already asks
+        return wrapper
+    asking = inspect.Parameter("_asking", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=gr.Request)
+    wrapper.__signature__ = sig.replace(parameters=[asking, *sig.parameters.values()])
+    try:  # resolved here: Gradio reads the hints of the wrapper, whose module is not the handler's
+        hints = typing.get_type_hints(handler)
+    except (NameError, TypeError):  # as before: Gradio cannot read them either, so it injects nothing
+        hints = dict(getattr(handler, "__annotations__", {}))
+    wrapper.__annotations__ = {**hints, "_asking": gr.Request}
     return wrapper

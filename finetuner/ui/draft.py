@@ -17,7 +17,6 @@ environment variables, and `export.strip_secrets` drops anything that looks like
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -32,7 +31,7 @@ import gradio as gr
 
 from graders.errors import FinetunerError
 from finetuner.runs.export import strip_secrets
-from finetuner.ui.context import AppContext, Shared, new_project, safe
+from finetuner.ui.context import AppContext, Shared, new_project, safe, user_folder
 
 log = logging.getLogger("finetuner.ui")
 
@@ -40,7 +39,6 @@ VERSION = 1
 FOLDER = "_drafts"
 STORAGE_KEY = "finetuner-draft-id"  # the browser's localStorage entry holding its draft id
 BROWSER_ID = re.compile(r"[0-9a-f]{32}")
-USER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
 # Extensions the Data tab accepts: a source ending in one is a file (gone if missing), anything else without a
 # folder part may be a Hugging Face dataset id, which cannot be checked offline and is kept as it is.
 DATA_SUFFIXES = (".jsonl", ".ndjson", ".json", ".csv", ".tsv", ".parquet", ".pq")
@@ -69,9 +67,7 @@ def draft_key(username: str | None = None, browser_id: str | None = None) -> str
     """The draft's file stem: the signed-in user's, else the browser's. Never holds a path separator, a dot
     prefix or anything but [A-Za-z0-9_.@-], whatever the name or id held."""
     if username:
-        if USER_NAME.fullmatch(username) and ".." not in username:
-            return f"u-{username}"
-        return "h-" + hashlib.sha256(username.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+        return user_folder(username)  # the same name as the user's uploads folder
     if valid_browser_id(browser_id):
         return f"b-{browser_id}"
     raise DraftError("This page has no usable draft id (a browser id is 32 hexadecimal characters); a new one "

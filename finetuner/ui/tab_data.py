@@ -61,7 +61,7 @@ def upload_data(ctx: AppContext, project, file, *settings, progress=None):
     """A new training file: store a sanitised copy, then check it."""
     if not file:
         return gr.skip()
-    return check(_with_source(project, str(save_upload(file, ctx.uploads))), *settings, progress=progress)
+    return check(_with_source(project, str(save_upload(file, ctx.uploads_for()))), *settings, progress=progress)
 
 
 def use_hub_id(project, hub_id, *settings):
@@ -71,10 +71,16 @@ def use_hub_id(project, hub_id, *settings):
     return check(_with_source(project, hub_id), *settings)
 
 
+def use_typed_source(ctx: AppContext, project, hub_id, *settings):
+    """use_hub_id for the page: a local path typed in the box may not be another user's upload (--auth)."""
+    ctx.check_path(hub_id or "")
+    return use_hub_id(project, hub_id, *settings)
+
+
 def upload_side_file(ctx: AppContext, key: str, project, file, *settings):
     """The evaluation file (`eval`) or the RFT prompts (`rft_train`); a cleared upload removes it."""
     project = _copy(project)
-    _data_cfg(project)[key] = str(save_upload(file, ctx.uploads)) if file else ""
+    _data_cfg(project)[key] = str(save_upload(file, ctx.uploads_for())) if file else ""
     if key == "eval" and file:
         settings = list(settings)
         settings[SETTINGS.index("eval_mode")] = EVAL_FILE
@@ -311,7 +317,8 @@ def build(ctx: AppContext, shared: Shared):
                   outputs).then(
         lambda: "", None, [hub])
     for event in (hub_btn.click, hub.submit):
-        event(safe(use_hub_id), [shared.project, hub, *settings], outputs).then(lambda: None, None, [upload])
+        event(safe(bind(ctx, use_typed_source)), [shared.project, hub, *settings], outputs).then(
+            lambda: None, None, [upload])
     for key, comp in (("eval", eval_file), ("rft_train", rft_file)):
         handler = bind(ctx, upload_side_file, key)
         comp.upload(safe(handler), [shared.project, comp, *settings], outputs)

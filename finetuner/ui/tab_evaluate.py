@@ -18,7 +18,7 @@ import gradio as gr
 from finetuner.evaluation import heldout as ev
 from finetuner.config import load_config
 from graders.errors import FinetunerError, RunError
-from finetuner.runs import ACTIVE_STATES, list_runs, open_run, refresh_state
+from finetuner.runs import ACTIVE_STATES, refresh_state
 from finetuner.ui import figures
 from finetuner.ui.context import AppContext, Shared, bind, safe
 from finetuner.ui.eval_tables import COMPARE_FILTERS, ROW_HINT, comparison_table, row_detail
@@ -36,8 +36,8 @@ def pick_run(ctx: AppContext, wanted: str | None, choices) -> str:
     ids = [c[1] for c in choices]
     if wanted and wanted in ids:
         return wanted
-    for st in list_runs(ctx.runs_dir):
-        if len(ev.model_variants(open_run(ctx.runs_dir, st["id"]))) > 1:
+    for st in ctx.list_runs():
+        if len(ev.model_variants(ctx.open_run(st["id"]))) > 1:
             return st["id"]
     return ids[0] if ids else ""
 
@@ -77,7 +77,7 @@ def show_run(ctx: AppContext, run_id: str, a: str | None = None, b: str | None =
         empty = {"headers": ["model"], "data": []}
         return ("Pick a run.", empty, figures.eval_bar_figure({}), gr.update(choices=[]), gr.update(choices=[]),
                 empty, gr.update(choices=[]))
-    run = open_run(ctx.runs_dir, run_id)
+    run = ctx.open_run(run_id)
     variants = ev.model_variants(run)
     results, samples = ev.load_results(run)
     keys = [(label, key) for key, label, _p in variants]
@@ -125,7 +125,7 @@ def held_out_rows(run) -> int | None:
 
 def rows_slider(ctx: AppContext, run_id: str):
     """The "Held-out rows" slider for a run: up to its held-out row count, defaulting to all of them up to 50."""
-    n = held_out_rows(open_run(ctx.runs_dir, run_id)) if run_id else None
+    n = held_out_rows(ctx.open_run(run_id)) if run_id else None
     if not n:
         return gr.update(minimum=5, maximum=500, step=5, value=DEFAULT_ROWS, info=ROWS_INFO)
     return gr.update(minimum=1, maximum=n, step=1, value=min(DEFAULT_ROWS, n),
@@ -139,7 +139,7 @@ def signature(ctx: AppContext, run_id: str) -> dict:
     if not run_id:
         return {"run": ""}
     try:
-        run = open_run(ctx.runs_dir, run_id)
+        run = ctx.open_run(run_id)
     except RunError:
         return {"run": run_id, "missing": True}
     results = run.eval_dir / "results.json"
@@ -183,7 +183,7 @@ def tick(ctx: AppContext, run_id: str, seen, a=None, b=None, which=COMPARE_FILTE
 def run_evaluation(ctx: AppContext, run_id: str, rows: int, max_tokens: int, progress=gr.Progress()):
     if not run_id:
         raise RunError("Pick a run to evaluate.")
-    run = open_run(ctx.runs_dir, run_id)
+    run = ctx.open_run(run_id)
     ev.evaluate_run(run, rows=int(rows), max_new_tokens=int(max_tokens) or None,
                     progress=lambda fraction, text: progress(fraction, desc=text))
     gr.Info("Evaluation done; results saved in the run folder (eval/results.json).")
@@ -193,7 +193,7 @@ def run_evaluation(ctx: AppContext, run_id: str, rows: int, max_tokens: int, pro
 def compare(ctx: AppContext, run_id: str, a: str, b: str, which: str):
     if not run_id:
         return gr.skip()
-    _results, samples = ev.load_results(open_run(ctx.runs_dir, run_id))
+    _results, samples = ev.load_results(ctx.open_run(run_id))
     return comparison_table(samples, a, b, which)
 
 
@@ -204,7 +204,7 @@ def chat(ctx: AppContext, run_id: str, tuned: str, message: str, base_hist, tune
         return gr.skip()
     if not run_id:
         raise RunError("Pick a run first: the playground uses its base model and adapters.")
-    run = open_run(ctx.runs_dir, run_id)
+    run = ctx.open_run(run_id)
     cfg = load_config(run.config_path)
     adapters = {key: path for key, _label, path in ev.model_variants(run)}
     if tuned not in adapters or tuned == "base":
@@ -297,7 +297,7 @@ def build(ctx: AppContext, shared: Shared):
     def on_row(run_id, model_a, model_b, shown_rows, evt: gr.SelectData):
         if not run_id:
             return gr.skip()
-        results, samples = ev.load_results(open_run(ctx.runs_dir, run_id))
+        results, samples = ev.load_results(ctx.open_run(run_id))
         labels = {k: m["label"] for k, m in (results or {}).get("models", {}).items()}
         return row_detail(samples, model_a, model_b, evt.row_value, evt.index[0] if evt.index else None,
                           shown_rows, labels)

@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 import gradio as gr
 
 from graders.errors import RunError
-from finetuner.runs import ACTIVE_STATES, force_stop, list_runs, open_run, request_stop
-from finetuner.ui import figures, monitor_notes, rollouts, tool_figures
-from finetuner.ui.context import AppContext, Shared, bind, safe
+from finetuner.runs import ACTIVE_STATES, force_stop, request_stop
+from finetuner.ui import figures, monitor_notes, queue_view, rollouts, tool_figures
+from finetuner.ui.context import AppContext, NotYours, Shared, bind, safe
 from finetuner.ui.context import confirm_row as confirm_row_of
 from finetuner.ui.run_watch import get_watch, health_warnings, progress, progress_text
 
@@ -42,7 +42,7 @@ STATE_COLORS = {"running": "#2f9e44", "queued": "#868e96", "stopping": "#e67700"
 def run_choices(ctx: AppContext) -> list[tuple[str, str]]:
     """(label, id) for every run, newest first: 'id · state'."""
     # The id already holds the name and the start time (name-YYYYmmdd-HHMMSS).
-    return [(f"{st['id']} · {st.get('state', '?')}", st["id"]) for st in list_runs(ctx.runs_dir)]
+    return [(f"{st['id']} · {st.get('state', '?')}", st["id"]) for st in ctx.list_runs()]
 
 
 def pick_run(ctx: AppContext, wanted: str | None, choices=None) -> str:
@@ -51,7 +51,7 @@ def pick_run(ctx: AppContext, wanted: str | None, choices=None) -> str:
     if wanted and wanted in ids:
         return wanted
     active = ctx.active_run()
-    if active:
+    if active and active["id"] in ids:  # with --auth the run training may be another user's
         return active["id"]
     return ids[0] if ids else ""
 
@@ -133,18 +133,21 @@ def view(ctx: AppContext, req: MonitorRequest, force: bool = False) -> dict:
     if not run_id:
         return _empty_view() if force or seen else {name: gr.skip() for name in OUTPUTS}
     try:
-        run = open_run(ctx.runs_dir, run_id)
-    except RunError:
+        run = ctx.open_run(run_id)
+    except RunError as err:
         # Deleted from the Runs tab (or by hand) while shown: say so once, not a warning every tick.
         gone = {"run": run_id, "missing": True}
         if seen == gone and not force:
             return {name: gr.skip() for name in OUTPUTS}
-        return {**_empty_view(f"Run <code>{html.escape(run_id)}</code> no longer exists. Pick another run."),
-                "seen": gone}
+        text = (html.escape(str(err)) if isinstance(err, NotYours) else  # --auth: another user's run
+                f"Run <code>{html.escape(run_id)}</code> no longer exists. Pick another run.")
+        return {**_empty_view(text), "seen": gone}
     watch = get_watch(run.path)
     opts = [round(float(req.smoothing or 0), 3), bool(req.log_y)]
     now = {"run": run_id, "m": watch.metrics_version, "s": watch.samples_version, "st": watch.status_version,
            "opts": opts, "state": watch.status.get("state")}
+    if now["state"] == queue_view.WAITING:  # its place moves while nothing in its own folder changes
+        now["q"] = queue_view.monitor_html(ctx, run_id)
     seen = None if force or not seen or seen.get("run") != run_id or "m" not in seen else seen
     out = {name: gr.skip() for name in OUTPUTS}
     if seen == now:
@@ -172,9 +175,9 @@ def view(ctx: AppContext, req: MonitorRequest, force: bool = False) -> dict:
         out["warnings"] = _warnings_md(health)
         out["notes"] = "\n\n".join(t for t in (monitor_notes.guardrail_md(watch.status), zero,
                                                monitor_notes.tool_trouble_md(watch.columns)) if t)
-    if seen is None or (seen["m"], seen["st"]) != (now["m"], now["st"]):
+    if seen is None or (seen["m"], seen["st"], seen.get("q")) != (now["m"], now["st"], now.get("q")):
         p = progress(watch)
-        out["progress"] = _progress_html(p, run_id)
+        out["progress"] = now.get("q") or _progress_html(p, run_id)  # a waiting run has no steps to show
         active = p["state"] in ACTIVE_STATES
         out["stop"] = gr.update(interactive=active and p["state"] != "stopping" and not p["stop_requested"])
         out["force"] = gr.update(interactive=active)
@@ -235,7 +238,7 @@ def apply_filters(ctx, run_id, *filter_values):
     """The rollout filters changed: redo the table only."""
     if not run_id:
         return gr.skip(), gr.skip()
-    watch = get_watch(open_run(ctx.runs_dir, run_id).path)
+    watch = get_watch(ctx.open_run(run_id).path)
     out = rollout_outputs(watch.samples, rollouts.RolloutFilter.from_inputs(*filter_values))
     return out["table"], out["keys"]
 
@@ -246,7 +249,7 @@ def select_rollout(ctx, run_id, keys, row_index, row_value=None) -> str:
     its own cells (`row_value`, sent with the click), `row_index` only narrowing the search."""
     if not run_id or row_index is None:
         return gr.skip()
-    watch = get_watch(open_run(ctx.runs_dir, run_id).path, refresh=False)
+    watch = get_watch(ctx.open_run(run_id).path, refresh=False)
     key = rollouts.find_row(watch.samples, keys or [], row_index, row_value)
     if key is None:
         return "*That rollout is no longer in the run's samples (old segments are dropped as a run grows).*"
@@ -259,7 +262,7 @@ def select_rollout(ctx, run_id, keys, row_index, row_value=None) -> str:
 def stop(ctx, run_id):
     if not run_id:
         raise RunError("Pick a run first.")
-    request_stop(open_run(ctx.runs_dir, run_id))
+    request_stop(ctx.open_run(run_id))
     gr.Info("Stop requested: the run finishes its current step, saves the adapter and a checkpoint, then stops. "
             "Resume later from the Runs tab or with: python -m finetuner train --resume RUN_FOLDER")
     return gr.update(interactive=False)
@@ -268,7 +271,7 @@ def stop(ctx, run_id):
 def force_kill(ctx, run_id):
     if not run_id:
         raise RunError("Pick a run first.")
-    run = open_run(ctx.runs_dir, run_id)
+    run = ctx.open_run(run_id)
     force_stop(run)
     gr.Info(f"Run {run_id} was killed. Its last checkpoint is kept; steps since then are lost.")
     return gr.update(visible=False)
@@ -298,6 +301,7 @@ def build(ctx: AppContext, shared: Shared):
     progress_box = gr.HTML()
     warnings_box = gr.Markdown(elem_classes="ft-warn")
     notes_box = gr.Markdown(elem_classes="ft-warn")  # guardrails and the zero-signal explanation
+    queue_view.build(ctx, shared)  # the runs waiting their turn: Up, Down, Cancel
     with gr.Accordion("Chart options", open=False):
         with gr.Row():
             smoothing = gr.Slider(0, 0.99, value=0.6, step=0.01, label="Smoothing",

@@ -15,9 +15,10 @@ import yaml
 
 from finetuner.runs import export, export_gguf
 from graders.errors import RunError
-from finetuner.runs import (ACTIVE_STATES, FINAL_STATES, launch_lock, list_runs, open_run, refuse_if_busy,
+from finetuner.runs import (ACTIVE_STATES, FINAL_STATES, launch_lock, refuse_if_busy,
                     start_child)
-from finetuner.ui import figures
+from finetuner.runs.queue import WAITING
+from finetuner.ui import figures, queue_view
 from finetuner.ui.context import AppContext, Shared, bind, confirm_row, safe
 from finetuner.ui.run_watch import forget, get_watch, latest, tail_rows
 from finetuner.ui.tab_monitor import run_choices
@@ -52,8 +53,8 @@ def _num(v) -> str:
 def runs_table(ctx: AppContext) -> tuple[dict, list[str]]:
     """({"headers", "data"} for the table, run ids in table order). Reads only each metrics file's tail."""
     data, ids = [], []
-    for st in list_runs(ctx.runs_dir):
-        run = open_run(ctx.runs_dir, st["id"])
+    for st in ctx.list_runs():
+        run = ctx.open_run(st["id"])
         tail = tail_rows(run.metrics_path)
         started = st.get("started") or st.get("created")
         steps = f"{st.get('run_step', st.get('step', 0)) or 0}"
@@ -77,7 +78,8 @@ def refresh(ctx: AppContext, selected: str | None = None):
 
 def _live(table: dict) -> bool:
     state = HEADERS.index("state")
-    return any(row[state] in ACTIVE_STATES for row in table["data"])
+    # A waiting run starts by itself (the queue): the table must notice without a click.
+    return any(row[state] in (*ACTIVE_STATES, WAITING) for row in table["data"])
 
 
 def shown(ctx: AppContext, selected: str | None = None):
@@ -111,7 +113,7 @@ def open_in(ctx: AppContext, tab: str, run_id: str):
     """Show `run_id` in another tab ("monitor" or "evaluate")."""
     if not run_id:
         raise RunError("Pick a run in the table first.")
-    open_run(ctx.runs_dir, run_id)
+    ctx.open_run(run_id)
     return run_id, gr.Tabs(selected=tab)
 
 
@@ -119,7 +121,7 @@ def resume(ctx: AppContext, run_id: str):
     """Continue a stopped or failed run from its last checkpoint, as a new child process."""
     if not run_id:
         raise RunError("Pick a run in the table first.")
-    run = open_run(ctx.runs_dir, run_id)
+    run = ctx.open_run(run_id)
     with launch_lock(ctx.runs_dir):  # the same lock as Launch: two clicks cannot start two processes
         refuse_if_busy(ctx.runs_dir)
         state = run.read_status().get("state")
@@ -136,7 +138,7 @@ def resume(ctx: AppContext, run_id: str):
 def delete(ctx: AppContext, run_id: str):
     if not run_id:
         raise RunError("Pick a run in the table first.")
-    run = open_run(ctx.runs_dir, run_id)
+    run = ctx.open_run(run_id)
     export.delete_run(run)
     forget(run.path)
     gr.Info(f"Deleted run {run_id}.")
@@ -159,7 +161,7 @@ def config_diff(ctx: AppContext, run_ids: list[str]) -> dict:
     """The config fields that differ between the runs: one row per field, one column per run."""
     flats = []
     for rid in run_ids:
-        spec = yaml.safe_load(open_run(ctx.runs_dir, rid).config_path.read_text(encoding="utf-8")) or {}
+        spec = yaml.safe_load(ctx.open_run(rid).config_path.read_text(encoding="utf-8")) or {}
         flats.append(_flatten(export.strip_secrets(spec)))
     keys = sorted(set().union(*flats)) if flats else []
     data = []
@@ -178,7 +180,7 @@ def compare(ctx: AppContext, run_ids: list[str], metric: str | None, smoothing: 
     if len(run_ids) < 2:
         fig = figures.empty_figure("Compare runs", "Pick two or more runs to compare.")
         return fig, {"headers": ["field"], "data": []}, gr.update()
-    watches = [(rid, get_watch(open_run(ctx.runs_dir, rid).path)) for rid in run_ids]
+    watches = [(rid, get_watch(ctx.open_run(rid).path)) for rid in run_ids]
     shared = set.intersection(*(set(w.columns.keys()) for _r, w in watches)) or \
         set().union(*(w.columns.keys() for _r, w in watches))
     preferred = [m for m in ("reward", "loss", "eval_reward") if m in shared]
@@ -194,7 +196,7 @@ def compare(ctx: AppContext, run_ids: list[str], metric: str | None, smoothing: 
 def _run(ctx, run_id):
     if not run_id:
         raise RunError("Pick a run in the table first.")
-    return open_run(ctx.runs_dir, run_id)
+    return ctx.open_run(run_id)
 
 
 def export_adapter(ctx: AppContext, run_id: str):
@@ -248,6 +250,7 @@ def build(ctx: AppContext, shared: Shared):
                 delete_btn = gr.Button("Delete…", variant="stop", size="md", min_width=90)
             gr.Markdown("**Resume** continues a stopped or failed run from its last checkpoint. **Delete** removes "
                         "the run folder (asks first; not while it trains).", elem_classes="ft-help")
+    queue_view.build(ctx, shared)  # the runs waiting their turn: Up, Down, Cancel
     confirm, yes, no = confirm_row("**Delete this run folder for good?** Its checkpoints, adapters, metrics and "
                                    "exports are removed. A run that is training cannot be deleted.",
                                    "Yes, delete it")

@@ -60,7 +60,7 @@ def upload_table(ctx: AppContext, file):
     """Keep the uploaded CSV in the uploads folder (a stable path the draft can name); (path, message)."""
     if not file:
         return "", "No table: tools reading `TABLE` cannot be added."
-    path = save_upload(file, ctx.uploads / "tool-tables")
+    path = save_upload(file, ctx.uploads_for() / "tool-tables")
     return str(path), f"Table `{display_name(str(path))}` ready: tools reading `TABLE` will read it."
 
 

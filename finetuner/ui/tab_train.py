@@ -130,7 +130,7 @@ def preview(ctx: AppContext, project, *values):
         est = estimate_markdown(project, sketch, plan, params_b, ctx.runs_dir) if sketch else ""
         return rec, est, text, "", gr.update(interactive=False), f"❌ Not ready: {err}", unknown
     text = dump_yaml(cfg)
-    folder = ctx.uploads / "run-files" / hashlib.sha1(text.encode()).hexdigest()[:10]
+    folder = ctx.uploads_for() / "run-files" / hashlib.sha1(text.encode()).hexdigest()[:10]
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "run.yaml"
     path.write_text(text, encoding="utf-8")
@@ -154,6 +154,7 @@ def measure_step(ctx: AppContext, project, *values) -> str:
     if missing:
         return f"❌ {missing}"
     try:
+        ctx.check_config_paths(cfg)
         found = step_time.run_probe(cfg, ctx.runs_dir)
     except RunError as err:
         return f"❌ {err}"
@@ -212,11 +213,7 @@ def method_changed(method):
 
 
 def launch(ctx: AppContext, project, *values):
-    """Validate, refuse while another run trains, start the run; (run id, tabs, message)."""
-    active = ctx.active_run()
-    if active is not None:
-        return gr.skip(), gr.skip(), (f"❌ A run is already training: `{active.get('id')}`. Stop it on the Monitor "
-                                      "tab or wait for it to finish (one run at a time per GPU).")
+    """Validate, then start the run, or queue it while the machine is busy; (run id, tabs, message)."""
     project = project or new_project()
     if (project.get("data") or {}).get("ok") is False:
         return gr.skip(), gr.skip(), "❌ The data has problems: fix them on the Data tab first."
@@ -241,10 +238,13 @@ def launch(ctx: AppContext, project, *values):
     if blocked:
         return gr.skip(), gr.skip(), f"❌ {blocked}"
     try:
-        run = ctx.launch(cfg)  # refuses, race-free, if another launch got in since the check above
+        ctx.check_config_paths(cfg)
+        run = ctx.launch(cfg)  # starts now, or waits in the queue while another run holds the device
     except RunError as err:
         return gr.skip(), gr.skip(), f"❌ {err}"
-    return run.id, gr.Tabs(selected="monitor"), f"✅ Started run `{run.id}`. The Monitor tab follows it live."
+    from finetuner.ui.queue_view import launch_message
+
+    return run.id, gr.Tabs(selected="monitor"), launch_message(ctx, run)
 
 
 def model_missing(name: str) -> str:

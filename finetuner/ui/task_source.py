@@ -27,7 +27,7 @@ def make_task(ctx: AppContext, load, project, task, size, difficulty, seed, *set
     task, difficulty = task or "basic_arithmetic", difficulty or "mixed"
     size, seed = int(size or 200), int(seed or 0)
     stem = f"gym-{task}-{difficulty}-{size}-s{seed}-"  # one pair of files per choice; remaking the same is a no-op
-    train, held = gym_tasks.make_files(task, size, difficulty, seed, ctx.uploads, stem)
+    train, held = gym_tasks.make_files(task, size, difficulty, seed, ctx.uploads_for(), stem)
     out = load(project, str(train), str(held), *settings)
     project = out[0]
     project["graders"] = gf.add_spec(project.get("graders") or [], gym_tasks.grader_spec(task))

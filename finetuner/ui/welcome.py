@@ -8,7 +8,6 @@ from pathlib import Path
 
 import yaml
 
-from graders.errors import RunError
 from finetuner.ui.context import AppContext, Shared, bind, confirm_row, new_project, safe
 
 EXAMPLE = Path(__file__).resolve().parent.parent.parent / "examples" / "arithmetic"
@@ -47,21 +46,19 @@ def header(ctx: AppContext):
 def start_demo(ctx: AppContext):
     """The "Try the demo" button: launch examples/arithmetic/run.yaml (what `python -m finetuner demo` runs) and open the
     Monitor on it; its project (data, graders, settings) goes to every tab, to read or to change and relaunch.
-    Returns (project, run id, tabs). While a run trains nothing starts: RunError says which run is in the way."""
+    Returns (project, run id, tabs). While a run trains the demo waits in the queue, and says its place."""
     import gradio as gr
 
     from finetuner.config import load_config
+    from finetuner.ui.queue_view import position_text
 
     cfg = load_config(EXAMPLE / "run.yaml")
-    try:
-        run = ctx.launch(cfg)  # refuses, race-free, while another run trains
-    except RunError:
-        busy = ctx.active_run()
-        if busy is None:
-            raise
-        raise RunError(f"The demo did not start: run `{busy['id']}` is {busy.get('state', 'training')}, and one "
-                       f"run trains at a time. Watch or stop it on the Monitor tab, or wait for it to finish, then "
-                       f"press Try the demo again.") from None
+    run = ctx.launch(cfg)  # starts now, or waits its turn in the queue
+    queued = position_text(ctx, run.id)
+    if queued:
+        gr.Info(f"{queued} The arithmetic demo ({run.id}) starts by itself when the machine is free; the Monitor "
+                f"shows it meanwhile.")
+        return demo_project(), run.id, gr.Tabs(selected="monitor")
     gr.Info(f"Started the arithmetic demo ({run.id}): SFT teaches the \"Answer: N\" format, then RFT rewards "
             f"correct sums, on the built-in model, about 3 minutes. Watch the held-out score rise on the Monitor; "
             f"the demo's data, graders and settings are in every tab.")

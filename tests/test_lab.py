@@ -1,0 +1,298 @@
+"""The Lab (issue 15 parts 1-3): specs, arms and budgets, the numbers read from run folders, the reading of the
+article's claims, the report; end to end, the small preset headless through the run queue, and the Lab tab's
+handlers on its result."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from finetuner.lab import create_lab, open_lab, preset, spec_from_dict
+from finetuner.lab.arms import STEP_CAP, plan_arms, prepare_data
+from finetuner.lab.reading import read_claims
+from finetuner.lab.report import table_rows, write_report
+from finetuner.lab.results import aggregate, run_numbers, summary_json
+from finetuner.config import load_config
+from finetuner.runs import RunFolder, list_runs
+from graders.errors import ConfigError, DataError, RunError
+
+ROOT = Path(__file__).resolve().parents[1]
+LAB = ROOT / "examples" / "lab"
+
+
+def demo_spec(**over):
+    data = {k: v for k, v in preset("demo").to_dict().items() if v not in (None, "", [])}
+    data.update(over)
+    return spec_from_dict(data, LAB, "test spec")
+
+
+# ------------------------------------------------------------------ specs
+
+
+@pytest.mark.parametrize("field, value, words", [
+    ("methods", ["sft", "dpo"], "distinct methods"),
+    ("seeds", [], "at least one seed"),
+    ("sizes", [1], "at least 2"),
+    ("budget", {"minutes": 3}, "`budget` is one of"),
+    ("budget", {"seconds": -1}, "positive number"),
+    ("eval_rows", 0, "at least 1"),
+    ("colour", "red", "unknown field"),
+    ("base", "nope.yaml", "does not exist"),
+])
+def test_a_bad_spec_is_refused_in_words(field, value, words):
+    with pytest.raises(ConfigError, match=words):
+        demo_spec(**{field: value})
+
+
+def test_presets_load_with_their_paths_resolved():
+    spec = preset("demo")
+    assert spec.methods == ["sft", "rft", "sft+rft"] and len(spec.seeds) >= 2 and spec.sizes == [25, 50, 100, 200]
+    assert Path(spec.base).is_file() and Path(spec.keep).is_file() and spec.budget_kind == "seconds"
+    with pytest.raises(ConfigError, match="no Lab preset"):
+        preset("nope")
+
+
+# ------------------------------------------------------------------ arms
+
+
+def test_arms_share_one_budget_and_nest_their_data(tmp_path):
+    spec = demo_spec(sizes=[25, 50], seeds=[0, 1], budget={"seconds": 10})
+    base = load_config(spec.base)
+    data = prepare_data(spec, base, tmp_path)
+    arms = plan_arms(spec, base, data, "t")
+    assert len(arms) == 2 * 3 * 2
+    first = [json.loads(x) for x in Path(data.subsets[25]).read_text().splitlines()]
+    second = [json.loads(x) for x in Path(data.subsets[50]).read_text().splitlines()]
+    assert len(first) == 25 and second[:25] == first  # nested: 50 rows hold the 25
+    by = {(a.method, a.size, a.seed): a.config for a in arms}
+    sft, rft, both = by[("sft", 25, 0)], by[("rft", 25, 1)], by[("sft+rft", 50, 0)]
+    assert sft.sft.max_seconds == 10 and sft.sft.max_steps == STEP_CAP and sft.sft.lr_scheduler == "constant"
+    assert rft.rft.max_seconds == 10 and rft.seed == 1 and rft.method == "rft"
+    assert both.sft.max_seconds == 5 and both.rft.max_seconds == 5  # split evenly between the stages
+    assert both.data.train == data.subsets[50] and both.data.rft_train == "" and both.data.eval == data.eval
+    assert [g["name"] for g in sft.graders] == ["correct", "format", "right_number"]
+    assert sft.eval.every_steps == spec.eval_every and sft.eval.rows == spec.eval_rows
+
+
+def test_an_examples_budget_becomes_steps(tmp_path):
+    spec = demo_spec(sizes=[25], seeds=[0], budget={"examples": 640})
+    base = load_config(spec.base)
+    arms = {a.method: a.config for a in plan_arms(spec, base, prepare_data(spec, base, tmp_path), "t")}
+    # SFT: 32 rows per step; RFT: 64 completions / 8 per prompt = 8 prompts per step.
+    assert arms["sft"].sft.max_steps == 20 and arms["rft"].rft.max_steps == 80
+    assert arms["sft+rft"].sft.max_steps == 10 and arms["sft+rft"].rft.max_steps == 40
+    assert arms["sft"].sft.max_seconds == 0 and arms["sft"].sft.lr_scheduler == base.sft.lr_scheduler
+
+
+def test_sizes_beyond_the_data_and_rft_without_graders_are_refused(tmp_path):
+    spec = demo_spec(sizes=[5000])
+    base = load_config(spec.base)
+    with pytest.raises(DataError, match="fewer than the size"):
+        prepare_data(spec, base, tmp_path)
+    spec = demo_spec(sizes=[25], graders=[])
+    with pytest.raises(ConfigError, match="RFT learns from graders"):
+        plan_arms(spec, base, prepare_data(spec, base, tmp_path / "b"), "t")
+
+
+def test_without_an_eval_file_the_last_rows_are_held_out(tmp_path):
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text("".join(json.dumps({"prompt": f"q{i}", "completion": f"a{i}", "answer": str(i)}) + "\n"
+                            for i in range(100)))
+    spec = demo_spec(data=str(rows), eval="", sizes=[25])
+    base = load_config(spec.base)
+    base.data.eval = ""
+    data = prepare_data(spec, base, tmp_path / "lab")
+    held = [json.loads(x)["prompt"] for x in Path(data.eval).read_text().splitlines()]
+    assert held == [f"q{i}" for i in range(80, 100)] and len(data.pool) == 80 and data.notes
+
+
+# ------------------------------------------------------------------ numbers
+
+
+def fake_run(tmp_path, method="sft+rft"):
+    """A run folder whose metrics are written by hand, so every Lab number can be checked by arithmetic."""
+    spec = demo_spec(sizes=[25], seeds=[0])
+    base = load_config(spec.base)
+    arm = next(a for a in plan_arms(spec, base, prepare_data(spec, base, tmp_path / "d"), "t") if a.method == method)
+    run = RunFolder(tmp_path / "run")
+    run.path.mkdir()
+    from finetuner.config import portable_config, save_config
+
+    save_config(portable_config(arm.config), run.config_path)
+    rows = [{"stage": "sft", "step": 0, "heldout/reward": 0.16}]
+    rows += [{"stage": "sft", "step": s, "time/step_s": 0.1, "loss": 1.0} for s in (1, 2, 3, 4)]
+    rows += [{"stage": "sft", "step": 4, "heldout/reward": 0.8}]
+    rows += [{"stage": "rft", "step": s, "time/step_s": 0.5, "completions/mean_length": 10.0} for s in (2, 4)]
+    rows += [{"stage": "rft", "step": 4, "heldout/reward": 1.28}]
+    run.append_jsonl(run.metrics_path, rows)
+    run.write_status(state="finished", started=100.0, finished=130.0)
+    return run, arm.config
+
+
+def test_run_numbers_are_the_metrics_summed(tmp_path):
+    run, cfg = fake_run(tmp_path)
+    n = run_numbers(run, cfg)
+    # weights 1 + 0.1 + 0.5 = 1.6; SFT 4 steps x 0.1 s; RFT logs every 2 steps at 0.5 s a step: 2 s.
+    assert n["base_score"] == 0.1 and n["score"] == 0.8
+    assert n["seconds"] == pytest.approx(0.4 + 2.0) and n["wall_seconds"] == 30.0
+    assert n["examples"] == pytest.approx(4 * 32 + 4 * 8)  # SFT rows, then RFT prompts (64 / 8 per step)
+    assert n["tokens"] == pytest.approx(10 * 64 * 4)
+    assert [(p["stage"], p["seconds"], p["examples"]) for p in n["curve"]] == [
+        ("sft", 0.0, 0.0), ("sft", 0.4, 128.0), ("rft", 2.4, 160.0)]
+
+
+def test_a_failed_arm_has_no_score_and_is_left_out_of_the_means(tmp_path):
+    run, cfg = fake_run(tmp_path)
+    run.write_status(state="failed")
+    arm = {"method": "sft", "size": 25, "seed": 0, **run_numbers(run, cfg)}
+    ok = {**arm, "seed": 1, "run_id": "ok", "score": 0.5, "keep_score": 0.7}
+    table = aggregate([arm, ok])
+    cell = table[25]["sft"]
+    assert arm["score"] is None and cell["score"]["mean"] == 0.5 and cell["score"]["n"] == 1
+    assert cell["failed"] == [arm["run_id"]]
+
+
+def synthetic_result(scores: dict, keep: dict, seconds: dict, examples: dict, base=0.1, keep_before=0.8):
+    arms = []
+    for (method, size), values in scores.items():
+        for seed, v in enumerate(values):
+            arms.append({"method": method, "size": size, "seed": seed, "run_id": f"{method}-{size}-{seed}",
+                         "score": v, "keep_score": keep.get(method), "seconds": seconds[method],
+                         "examples": examples[method], "tokens": 1000 if "rft" in method else 0, "curve": []})
+    table = aggregate(arms)
+    return {"table": {str(k): v for k, v in table.items()}, "arms": arms, "base_score": base,
+            "keep_before": keep_before, "summary": summary_json(table, keep_before, base)}
+
+
+def test_the_reading_follows_the_numbers():
+    result = synthetic_result(
+        {("sft", 25): [0.2, 0.3], ("sft", 200): [0.7, 0.72], ("rft", 25): [0.4, 0.42], ("rft", 200): [0.5, 0.5],
+         ("sft+rft", 25): [0.5, 0.5], ("sft+rft", 200): [0.9, 0.92]},
+        keep={"sft": 0.5, "rft": 0.78, "sft+rft": 0.6}, seconds={"sft": 10, "rft": 10, "sft+rft": 10},
+        examples={"sft": 2000, "rft": 10, "sft+rft": 500})
+    verdicts = {c["key"]: c["verdict"] for c in read_claims(result)}
+    assert verdicts == {"few_prompts": "agrees", "sft_labels": "agrees", "cost": "agrees", "both": "agrees",
+                        "forgetting": "agrees"}
+    flipped = synthetic_result(
+        {("sft", 25): [0.7, 0.7], ("sft", 200): [0.7, 0.71], ("rft", 25): [0.1, 0.1], ("rft", 200): [0.1, 0.1],
+         ("sft+rft", 25): [0.3, 0.3], ("sft+rft", 200): [0.3, 0.31]},
+        keep={"sft": 0.8, "rft": 0.4}, seconds={"sft": 10, "rft": 10, "sft+rft": 10},
+        examples={"sft": 1000, "rft": 500, "sft+rft": 500})
+    claims = {c["key"]: c for c in read_claims(flipped)}
+    assert {k: c["verdict"] for k, c in claims.items()} == {
+        "few_prompts": "disagrees", "sft_labels": "disagrees", "cost": "disagrees", "both": "disagrees",
+        "forgetting": "disagrees"}
+    assert "2x the seconds" in claims["cost"]["measured"]
+
+
+def test_a_tie_within_the_spread_is_mixed_not_a_win():
+    result = synthetic_result({("sft", 100): [0.5, 0.7], ("sft+rft", 100): [0.62, 0.66]}, keep={},
+                              seconds={"sft": 1, "sft+rft": 1}, examples={"sft": 1, "sft+rft": 1})
+    both = next(c for c in read_claims(result) if c["key"] == "both")
+    assert both["verdict"] == "mixed" and "tie" in both["measured"]
+
+
+def test_the_report_holds_the_table_charts_and_reading(tmp_path):
+    result = synthetic_result({("sft", 25): [0.2, 0.3], ("sft", 50): [0.4, 0.5], ("rft", 25): [0.1, 0.2],
+                               ("rft", 50): [0.2, 0.2]}, keep={"sft": 0.5, "rft": 0.7},
+                              seconds={"sft": 5, "rft": 5}, examples={"sft": 500, "rft": 10})
+    result.update(name="t", model="tiny", spec=demo_spec(sizes=[25, 50]).to_dict(), notes=[])
+    paths = write_report(type("L", (), {"path": tmp_path})(), result)
+    md, page = paths["md"].read_text(), paths["html"].read_text()
+    assert {"scores", "curves", "sweep", "forgetting"} <= set(paths)
+    assert all(paths[k].stat().st_size > 5000 for k in ("scores", "sweep"))  # real PNGs, not empty files
+    assert "| 50 | SFT | 45.0% ± 7.1% |" in md and "What the numbers say" in md
+    assert page.count("data:image/png;base64,") == 4 and "charts/" not in page  # self-contained
+    assert table_rows(result)[0]["ms / example"] == "10.00"
+
+
+# ------------------------------------------------------------------ the time budget
+
+
+def test_the_time_budget_stops_a_stage():
+    from transformers import TrainerControl, TrainerState
+
+    from finetuner.training.budget import TimeBudgetCallback
+
+    cb, control, state = TimeBudgetCallback(0.05), TrainerControl(), TrainerState()
+    steps = 0
+    while not control.should_training_stop and steps < 1000:
+        cb.on_step_begin(None, state, control)
+        sum(range(20000))
+        cb.on_step_end(None, state, control)
+        steps += 1
+    assert control.should_training_stop and cb.reached and cb.spent >= 0.05 and 1 < steps < 1000
+
+
+# ------------------------------------------------------------------ end to end (slow)
+
+
+@pytest.fixture(scope="module")
+def small_lab(tmp_path_factory):
+    """`python -m finetuner lab --preset small --json`: three real arms through the queue (about a minute)."""
+    runs = tmp_path_factory.mktemp("labruns")
+    proc = subprocess.run([sys.executable, "-m", "finetuner", "lab", "--preset", "small", "--runs-dir", str(runs),
+                           "--json"], capture_output=True, text=True, cwd=ROOT, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return runs, json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_the_small_lab_runs_every_arm_as_an_ordinary_run(small_lab):
+    runs, summary = small_lab
+    assert set(summary["arms"]) == {"sft", "rft", "sft+rft"}
+    for method, arm in summary["arms"].items():
+        assert {"score", "spread", "seconds", "keep_score"} <= set(arm)
+        assert 0.0 <= arm["score"] <= 1.0 and arm["seconds"] > 0 and 0.0 <= arm["keep_score"] <= 1.0
+    assert summary["arms"]["rft"]["tokens"] > 0 and summary["arms"]["sft"]["tokens"] == 0
+    listed = {s["name"]: s for s in list_runs(runs)}
+    assert len(listed) == 3 and all(s["state"] == "finished" for s in listed.values())
+    lab = open_lab(runs, Path(summary["lab_dir"]).name)
+    assert lab.read()["state"] == "finished" and (lab.path / "report.html").stat().st_size > 20000
+    # The budget ended each stage by the clock: SFT stopped long before its step cap, and trained.
+    sft_run = RunFolder(Path(next(s["path"] for n, s in listed.items() if "-sft-n" in n)))
+    losses = [r["loss"] for r in sft_run.metrics() if r.get("loss") is not None]
+    assert 3 <= len(losses) < STEP_CAP and losses[-1] < losses[0]
+
+
+@pytest.mark.slow
+def test_the_lab_tab_shows_a_finished_lab_and_keeps_it_from_other_users(small_lab):
+    from finetuner.ui import tab_lab
+    from finetuner.ui.context import AppContext, current_user
+
+    runs, summary = small_lab
+    lab_id = Path(summary["lab_dir"]).name
+    ctx = AppContext(runs)
+    assert tab_lab.lab_choices(ctx) == [lab_id]
+    progress, arms, table, reading, charts, report = tab_lab.show(ctx, lab_id)
+    assert "finished" in progress and len(arms) == 3 and set(arms["state"]) == {"finished"}
+    assert len(table) == 3 and "What the numbers say" in reading and len(charts) >= 3 and report.endswith(".html")
+    assert "Stop" not in tab_lab.stop(ctx, lab_id) and "nothing to stop" in tab_lab.stop(ctx, lab_id)
+    classroom = AppContext(runs, auth=True, teachers={"teacher"})
+    token = current_user.set("bob")  # the Lab has no owner (made by the CLI): a student does not see it
+    try:
+        assert tab_lab.lab_choices(classroom) == []
+        with pytest.raises(RunError, match="another user"):
+            tab_lab.show(classroom, lab_id)
+    finally:
+        current_user.reset(token)
+    token = current_user.set("teacher")
+    try:
+        assert tab_lab.lab_choices(classroom) == [lab_id]
+    finally:
+        current_user.reset(token)
+
+
+def test_a_hostile_lab_id_is_refused(tmp_path):
+    with pytest.raises(RunError, match="no Lab"):
+        open_lab(tmp_path, "../../etc")
+
+
+def test_create_lab_checks_before_any_run(tmp_path):
+    spec = demo_spec(sizes=[25], seeds=[0], methods=["sft"])
+    lab = create_lab(spec, tmp_path)
+    status = lab.read()
+    assert status["state"] == "planned" and [a["method"] for a in status["arms"]] == ["sft"]
+    assert list_runs(tmp_path) == [] and (lab.path / "data" / "train-25.jsonl").exists()
