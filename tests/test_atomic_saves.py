@@ -245,3 +245,23 @@ def test_killed_mid_checkpoint_and_mid_adapter_loses_nothing(tmp_path):
     _loads(run.adapter)
     assert not partial_dir(run.stage_adapter("sft")).exists()
     assert not list(run.path.glob(".adapter*")) and not list(run.stage_adapter("sft").parent.glob(".adapter*"))
+
+
+def test_a_kill_between_the_last_stage_and_adapter_is_repaired_on_resume(tmp_path):
+    """Killed after the last stage's adapter was saved and marked done, before adapter/: the resume has nothing
+    to train, and publishes that stage's adapter as adapter/ instead of finishing without one."""
+    from finetuner.config import from_dict
+    from finetuner.runs import RunFolder
+    from finetuner.training import stages
+
+    run = RunFolder(tmp_path / "run")
+    stage = run.stage_adapter("sft")
+    stage.mkdir(parents=True)
+    (stage / "adapter_model.safetensors").write_bytes(b"weights")
+    (stage / "adapter_config.json").write_text("{}")
+    run.write_status(state="failed", stages_done=["sft"], stage_steps={"sft": 7})
+    cfg = from_dict({"name": "r", "method": "sft", "model": {"name": "tiny"}, "data": {"train": "x.jsonl"}})
+    stages._train_stages(cfg, run, resume=True)
+    assert (run.adapter / "adapter_model.safetensors").read_bytes() == b"weights"
+    assert run.read_status()["state"] == "finished" and run.read_status()["run_step"] == 7
+    assert not list(run.path.glob(".adapter*"))  # no temporary folder left beside it

@@ -212,6 +212,10 @@ class EvalConfig:
                           "off. Unlike `rft.eval_steps` (sampled, RFT only) it follows SFT too.")
     rows: int = _f(100, lo=1, help="Held-out rows scored each time (the first ones of the eval split). Each "
                    "evaluation generates one greedy answer per row, so more rows cost more time.")
+    max_new_tokens: int = _f(0, lo=0, help="Longest held-out answer, in tokens, for `eval.every_steps` and the "
+                             "Evaluate tab's default. 0: automatic (`rft.max_completion_length` for a run with an RFT "
+                             "stage, else the longest reference answer plus a margin). The Lab sets it so every "
+                             "method is scored on answers of the same length.")
 
 
 @dataclass

@@ -167,7 +167,10 @@ def answer_token_limit(cfg, items: list[dict], tok) -> int:
     `rft.max_completion_length`: its RFT model was trained to answer within it. An SFT-only run never uses that
     field, so its answers are bounded by the data instead: the longest reference answer (`completion`) in tokens
     plus ANSWER_MARGIN (a quarter more for long answers), never past `model.max_length`; with no references,
-    `model.max_length` itself (generation stops at the end-of-turn token anyway)."""
+    `model.max_length` itself (generation stops at the end-of-turn token anyway). `eval.max_new_tokens`, when set,
+    is the limit whatever the method (the Lab: every arm scored alike)."""
+    if cfg.eval.max_new_tokens:
+        return cfg.eval.max_new_tokens
     if "rft" in cfg.stages:
         return cfg.rft.max_completion_length
     refs = [str(item["completion"]) for item in items if item.get("completion") is not None]

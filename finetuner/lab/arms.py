@@ -97,6 +97,8 @@ def plan_arms(spec, base_cfg, data: LabData, lab_name: str) -> list[Arm]:
         raise DataError(f"SFT learns from labelled answers, and some training rows have no "
                         f"`{base_cfg.data.completion_column}` (or `{base_cfg.data.messages_column}`). Label every "
                         f"row, or compare `methods: [rft]` only.")
+    tokens = base_cfg.eval.max_new_tokens or (base_cfg.rft.max_completion_length
+                                               if any("rft" in m for m in spec.methods) else 0)
     arms = []
     for size in sorted(data.subsets):
         for method in spec.methods:
@@ -105,7 +107,9 @@ def plan_arms(spec, base_cfg, data: LabData, lab_name: str) -> list[Arm]:
                 d.update(name=f"lab-{lab_name}-{method.replace('+', '-')}-n{size}-s{seed}", method=method, seed=seed,
                          graders=list(graders))
                 d["data"].update(train=data.subsets[size], eval=data.eval, rft_train="", max_rows=0)
-                d["eval"] = {"every_steps": spec.eval_every, "rows": spec.eval_rows}
+                # One answer length for every arm, RFT's own when an arm has RFT (it learned to answer within it):
+                # otherwise an SFT-only arm would be scored on longer answers than the others.
+                d["eval"] = {"every_steps": spec.eval_every, "rows": spec.eval_rows, "max_new_tokens": tokens}
                 _budget(d, method, spec.budget_kind, spec.budget_value)
                 arms.append(Arm(method, size, seed, from_dict(d, base_dir=base_cfg.base_dir)))
     return arms

@@ -22,6 +22,7 @@ class KeepScorer:
         d = to_dict(base_cfg)
         d["data"].update(eval=keep_file, rft_train="")
         d["method"] = "sft"  # answers as long as the keep set's references need, not RFT's completion cap
+        d["eval"]["max_new_tokens"] = 0
         self.cfg = from_dict(d, base_dir=base_cfg.base_dir)
         tok = load_tokenizer(self.cfg.model.name, self.cfg.model.trust_remote_code)
         self.prompts, self.items, _notes = eval_split(self.cfg, tok, rows)

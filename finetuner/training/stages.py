@@ -13,9 +13,10 @@ import os
 import time
 
 from finetuner.config import RunConfig
-from graders.errors import ConfigError, FinetunerError
+from graders.errors import ConfigError
 from finetuner.runs import RunFolder
-from finetuner.runs.atomic import clean_leftovers, partial_dir, publish_dir
+from finetuner.training.adapters import (adapter_fingerprint, restore_final_adapter, save_adapter,
+                                         sft_adapter_model)
 from finetuner.training import faults
 from finetuner.training.failures import RunEnding, final, reserve_space
 
@@ -113,20 +114,6 @@ def build_grpo_trainer(cfg, run, model, tok, data, peft_config, device, bridge, 
                             curriculum=curriculum)
 
 
-def adapter_fingerprint(model) -> str:
-    """A hash of the trainable adapter weights, as saved: proves the RFT stage starts from SFT's adapter."""
-    import hashlib
-
-    from peft import get_peft_model_state_dict
-
-    digest = hashlib.sha256()
-    state = get_peft_model_state_dict(model)
-    for key in sorted(state):
-        digest.update(key.encode())
-        digest.update(state[key].detach().float().cpu().numpy().tobytes())
-    return digest.hexdigest()[:16]
-
-
 def train_run(cfg: RunConfig, run: RunFolder, resume: bool = False) -> dict:
     """Run every stage of `cfg` into `run`. Returns the final status; never raises for training errors
     (failures.RunEnding turns them into the status)."""
@@ -214,6 +201,7 @@ def _train_stages(cfg: RunConfig, run: RunFolder, resume: bool) -> None:
     done, stage_steps = _progress(run, resume)
     todo = [s for s in cfg.stages if s not in done]
     if not todo:  # resuming a run whose every stage finished: nothing to train
+        restore_final_adapter(run, cfg.stages[-1])  # a kill between the last stage's adapter and adapter/
         final(run, "finished", run_step=sum(stage_steps.values()))
         return
     datasets, model, tok, device, heldout = _load(cfg, run, todo, resume)
@@ -230,13 +218,13 @@ def _train_stages(cfg: RunConfig, run: RunFolder, resume: bool) -> None:
         run.write_status(stage_steps=stage_steps)
         if _ended_early(trainer, run, stage, tok):
             return
-        _save_adapter(trainer, run.stage_adapter(stage), tok)
+        save_adapter(trainer, run.stage_adapter(stage), tok)
         if stage == "sft":
             run.write_status(handover_sft_end=adapter_fingerprint(model))
         done.append(stage)
         run.write_status(stages_done=done)
         offset += steps
-    _save_adapter(trainer, run.adapter, tok)
+    save_adapter(trainer, run.adapter, tok)
     final(run, "finished", run_step=offset)
 
 
@@ -273,7 +261,7 @@ def _stage_model(cfg: RunConfig, run: RunFolder, stage: str, model):
     from finetuner.modeling.load import lora_config
 
     if stage == "rft" and "sft" in cfg.stages:
-        model = _sft_adapter_model(model, run)
+        model = sft_adapter_model(model, run)
         run.write_status(handover_rft_start=adapter_fingerprint(model))
         return model, None
     return model, lora_config(cfg.adapter)
@@ -287,7 +275,7 @@ def _ended_early(trainer, run: RunFolder, stage: str, tok) -> bool:
     guard_reason = guard.stop_reason if guard is not None else ""
     if not (cb.stop_reason or cb.stop_requested or guard_reason):
         return False
-    _save_adapter(trainer, run.adapter, tok)
+    save_adapter(trainer, run.adapter, tok)
     if cb.stop_reason:
         final(run, "failed", cb.stop_reason)
     elif guard_reason:  # a guardrail fired with `rft.guardrail_stop`: stopped, not failed; the adapter is usable
@@ -297,19 +285,6 @@ def _ended_early(trainer, run: RunFolder, stage: str, tok) -> bool:
         final(run, "stopped", f"Stopped by request at {stage} step {steps}. Adapter saved; resume "
                               f"with `python -m finetuner train --resume {run.path}`.")
     return True
-
-
-def _sft_adapter_model(model, run: RunFolder):
-    """The model carrying SFT's adapter, trainable: the live one, or reloaded when SFT ran earlier."""
-    from peft import PeftModel
-
-    if isinstance(model, PeftModel):
-        return model
-    path = run.stage_adapter("sft")
-    if not path.exists():
-        raise FinetunerError(f"The SFT stage's adapter is missing at {path}; cannot continue with RFT. "
-                             f"Start the run again.")
-    return PeftModel.from_pretrained(model, str(path), is_trainable=True)
 
 
 def _train_stage(cfg, run, stage, model, tok, data, peft_config, device, offset, ckpt, heldout=None):
@@ -349,9 +324,10 @@ def _train_stage(cfg, run, stage, model, tok, data, peft_config, device, offset,
     if getattr(cfg, stage).max_seconds > 0:  # the stage's wall-clock budget (the Lab's "same budget")
         from finetuner.training.budget import TimeBudgetCallback
 
-        callbacks.append(TimeBudgetCallback(getattr(cfg, stage).max_seconds))
+        # Right after RunFolderCallback: its clock stops before held-out scoring and the guardrails run.
+        callbacks.insert(1, TimeBudgetCallback(getattr(cfg, stage).max_seconds))
         if scorer is not None:
-            scorer.budget = callbacks[-1]
+            scorer.budget = callbacks[1]
     try:
         if stage == "sft":
             trainer = build_sft_trainer(cfg, run, model, tok, data, peft_config, device, callbacks)
@@ -394,24 +370,3 @@ def _curriculum(cfg, run, data, model, tok, bridge, ckpt, callbacks):
     bridge.listeners.append(adarft.CurriculumListener(curr, bridge.graders, cfg.rft.pass_threshold))
     callbacks.append(adarft.save_callback(curr))
     return curr
-
-
-def _save_adapter(trainer, path, tok) -> None:
-    """The adapter with its tokenizer, so the folder alone is enough to load and chat with the result. Written
-    into a temporary sibling, fsync'ed and renamed into place (runs/atomic.py): a kill or a power cut mid-save
-    leaves the previous adapter (or none), never half of one."""
-    acc, tmp = trainer.accelerator, partial_dir(path)
-    if acc.is_main_process:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        clean_leftovers(path)  # a temp folder a killed save left
-    if acc.num_processes > 1:
-        acc.wait_for_everyone()  # the stale temp folder is gone before any rank writes into it
-        # Every rank must join: FSDP / ZeRO-3 gather their shards here. The trainer writes from rank 0 only,
-        # tokenizer (its processing_class) included.
-        trainer.save_model(str(tmp))
-        acc.wait_for_everyone()
-    else:
-        trainer.model.save_pretrained(str(tmp))
-    if acc.is_main_process:  # SFT's processing_class may carry the training template
-        tok.save_pretrained(str(tmp))
-        publish_dir(tmp, path)
