@@ -1,4 +1,4 @@
-"""`python -m finetuner bench [--quick] [--out FILE.json] [--only train,graders,ui,rollouts,rl]` (which runs
+"""`python -m finetuner bench [--quick] [--out FILE.json] [--only train,graders,ui,rollouts,rl,class]` (which runs
 `python -m benchmarks` with the same flags): the project's speed figures, measured side by side in one
 invocation, with a short table and one JSON object. The benchmark lives outside the engine: it may import
 anything (the engine, the UI's handlers), and nothing in the engine imports it.
@@ -16,6 +16,9 @@ anything (the engine, the UI's handlers), and nothing in the engine imports it.
 - rl (only with --only, about an hour on 2 CPU cores): the `rft.algorithm` presets with the curriculum off and
   on, on the demo task, 3 seeds: held-out accuracy, steps to a threshold, zero-signal groups, seconds
   (benchmarks/rl.py; its table is printed after the main one).
+- class (only with --only, about 2 minutes): `python app.py --auth FILE` with 20 signed-in sessions over
+  loopback HTTP polling the Monitor, the Runs list, uploading data and testing graders while a run trains:
+  p50 / p95 per kind of call, errors, lost runs (benchmarks/class_load.py; its table is printed too).
 - ui: `python app.py` to a served page, Launch to the first point in the Monitor's loss chart (the Monitor's
   handler polling the run folder, no browser), the Monitor refresh on 100,000 metric lines
   (benchmarks/ui.py).
@@ -39,8 +42,8 @@ from pathlib import Path
 from graders.errors import FinetunerError
 
 ROOT = Path(__file__).resolve().parent.parent
-SECTIONS = ("train", "graders", "ui", "rollouts", "rl")
-DEFAULT = ("train", "graders", "ui")  # rollouts (~5 min) and rl (~1 h) run when named in --only
+SECTIONS = ("train", "graders", "ui", "rollouts", "rl", "class")
+DEFAULT = ("train", "graders", "ui")  # rollouts (~5 min), rl (~1 h) and class (~2 min) run when named in --only
 
 # (key, label, target text, passes(value) or None, format)
 TABLE = [
@@ -66,7 +69,9 @@ TABLE = [
 ]
 from benchmarks.rollouts import TABLE_ROWS as _ROLLOUTS  # noqa: E402 - its rows after the rest
 
-TABLE += _ROLLOUTS
+from benchmarks.class_load import TABLE_ROWS as _CLASS  # noqa: E402
+
+TABLE += _ROLLOUTS + _CLASS
 
 
 def parse_only(text: str | None) -> list[str]:
@@ -177,6 +182,14 @@ def run_bench(quick: bool = False, out: str | None = None, only: str | None = No
                  rl.bench(100, [0, 1, 2], rl.DEFAULT_ARMS, 80, Path(tmp), say))
         details["rl"] = r
         say(rl.markdown(r))
+    if "class" in sections:
+        from benchmarks import class_load
+
+        say("class: python app.py --auth FILE, signed-in sessions while a run trains (benchmarks/class_load.py)")
+        r = class_load.run(quick, say=say)
+        details["class"] = r.pop("class_detail")
+        result.update(r)
+        say(class_load.markdown({**r, "class_detail": details["class"]}))
     result["details"] = details
     result["seconds"] = time.perf_counter() - started
     say(table(result))
@@ -225,7 +238,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m finetuner bench", description="Finetuner's speed figures.")
     p.add_argument("--quick", action="store_true", help="one short run of each (under a minute), for tests")
     p.add_argument("--out", metavar="FILE.json", help="also write the results as one JSON object")
-    p.add_argument("--only", metavar="SECTIONS", help="comma-separated: train, graders, ui, rollouts, rl "
+    p.add_argument("--only", metavar="SECTIONS", help="comma-separated: train, graders, ui, rollouts, rl, class "
                    "(default: train, graders, ui)")
     args = p.parse_args(argv)
     try:

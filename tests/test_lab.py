@@ -85,10 +85,20 @@ def test_an_examples_budget_becomes_steps(tmp_path):
     spec = demo_spec(sizes=[25], seeds=[0], budget={"examples": 640})
     base = load_config(spec.base)
     arms = {a.method: a.config for a in plan_arms(spec, base, prepare_data(spec, base, tmp_path), "t")}
-    # SFT: 32 rows per step; RFT: 64 completions / 8 per prompt = 8 prompts per step.
-    assert arms["sft"].sft.max_steps == 20 and arms["rft"].rft.max_steps == 80
-    assert arms["sft+rft"].sft.max_steps == 10 and arms["sft+rft"].rft.max_steps == 40
+    # SFT: 25 rows, so 25 a step (a batch of 32 holds them all); RFT: 64 completions / 8 per prompt = 8 prompts.
+    assert arms["sft"].sft.max_steps == 26 and arms["rft"].rft.max_steps == 80
+    assert arms["sft+rft"].sft.max_steps == 13 and arms["sft+rft"].rft.max_steps == 40
     assert arms["sft"].sft.max_seconds == 0 and arms["sft"].sft.lr_scheduler == base.sft.lr_scheduler
+
+
+def test_an_sft_step_on_data_smaller_than_a_batch_sees_only_the_data():
+    from finetuner.lab.arms import examples_per_step
+
+    assert examples_per_step("sft", 32, 1, 1, 25) == 25  # one step is the whole epoch of 25
+    assert examples_per_step("sft", 32, 1, 1, 50) == 25  # batches of 32 and 18
+    assert examples_per_step("sft", 8, 2, 1, 192) == 16 and examples_per_step("sft", 8, 2, 1, None) == 16
+    assert examples_per_step("sft", 8, 2, 1, 200) == 200 / 13  # 25 batches: 13 steps, the last one half
+    assert examples_per_step("rft", 64, 1, 8, 25) == 8  # prompts: 64 completions, 8 per prompt
 
 
 def test_sizes_beyond_the_data_and_rft_without_graders_are_refused(tmp_path):
@@ -138,14 +148,16 @@ def fake_run(tmp_path, method="sft+rft"):
 
 def test_run_numbers_are_the_metrics_summed(tmp_path):
     run, cfg = fake_run(tmp_path)
-    n = run_numbers(run, cfg)
+    n = run_numbers(run, cfg, 200)
     # weights 1 + 0.1 + 0.5 = 1.6; SFT 4 steps x 0.1 s; RFT logs every 2 steps at 0.5 s a step: 2 s.
     assert n["base_score"] == 0.1 and n["score"] == 0.8
     assert n["seconds"] == pytest.approx(0.4 + 2.0) and n["wall_seconds"] == 30.0
-    assert n["examples"] == pytest.approx(4 * 32 + 4 * 8)  # SFT rows, then RFT prompts (64 / 8 per step)
+    # SFT rows (200 in 7 batches of 32 an epoch), then RFT prompts (64 completions / 8 per prompt a step).
+    assert n["examples"] == round(4 * 200 / 7 + 4 * 8, 1)
     assert n["tokens"] == pytest.approx(10 * 64 * 4)
+    assert run_numbers(run, cfg, 25)["examples"] == pytest.approx(4 * 25 + 4 * 8)  # 25 rows: 25 a step
     assert [(p["stage"], p["seconds"], p["examples"]) for p in n["curve"]] == [
-        ("sft", 0.0, 0.0), ("sft", 0.4, 128.0), ("rft", 2.4, 160.0)]
+        ("sft", 0.0, 0.0), ("sft", 0.4, 114.3), ("rft", 2.4, 146.3)]
 
 
 def test_a_failed_arm_has_no_score_and_is_left_out_of_the_means(tmp_path):
@@ -159,11 +171,12 @@ def test_a_failed_arm_has_no_score_and_is_left_out_of_the_means(tmp_path):
     assert cell["failed"] == [arm["run_id"]]
 
 
-def synthetic_result(scores: dict, keep: dict, seconds: dict, examples: dict, base=0.1, keep_before=0.8):
+def synthetic_result(scores: dict, keep: dict, seconds: dict, examples: dict, base=0.1, keep_before=0.8, losses=None):
     arms = []
     for (method, size), values in scores.items():
         for seed, v in enumerate(values):
             arms.append({"method": method, "size": size, "seed": seed, "run_id": f"{method}-{size}-{seed}",
+                         "sft_loss": (losses or {}).get((method, size)),
                          "score": v, "keep_score": keep.get(method), "seconds": seconds[method],
                          "examples": examples[method], "tokens": 1000 if "rft" in method else 0, "curve": []})
     table = aggregate(arms)
@@ -176,8 +189,10 @@ def test_the_reading_follows_the_numbers():
         {("sft", 25): [0.2, 0.3], ("sft", 200): [0.7, 0.72], ("rft", 25): [0.4, 0.42], ("rft", 200): [0.5, 0.5],
          ("sft+rft", 25): [0.5, 0.5], ("sft+rft", 200): [0.9, 0.92]},
         keep={"sft": 0.5, "rft": 0.78, "sft+rft": 0.6}, seconds={"sft": 10, "rft": 10, "sft+rft": 10},
-        examples={"sft": 2000, "rft": 10, "sft+rft": 500})
+        examples={"sft": 2000, "rft": 10, "sft+rft": 500}, losses={("sft", 25): 0.01, ("sft", 200): 0.3})
     verdicts = {c["key"]: c["verdict"] for c in read_claims(result)}
+    labels = next(c for c in read_claims(result) if c["key"] == "sft_labels")["measured"]
+    assert "0.010 on 25 rows against 0.300 on 200: the small set was learned by heart" in labels
     assert verdicts == {"few_prompts": "agrees", "sft_labels": "agrees", "cost": "agrees", "both": "agrees",
                         "forgetting": "agrees"}
     flipped = synthetic_result(

@@ -8,7 +8,8 @@ Each arm is the base run file with its own method, seed and training rows, every
 run has it (the method's recommended settings). The budget is split evenly between the stages of `sft+rft`.
 A seconds budget ends each stage by `max_seconds` (training steps only) with a constant learning rate: a
 schedule needs a known step count, which a time budget does not have. An examples budget becomes `max_steps`:
-SFT sees `batch_size x grad_accum` rows per step, RFT `batch_size x grad_accum / num_generations` prompts.
+SFT sees `batch_size x grad_accum` rows per step (fewer when the data is smaller than that: examples_per_step),
+RFT `batch_size x grad_accum / num_generations` prompts.
 """
 
 from __future__ import annotations
@@ -110,12 +111,23 @@ def plan_arms(spec, base_cfg, data: LabData, lab_name: str) -> list[Arm]:
                 # One answer length for every arm, RFT's own when an arm has RFT (it learned to answer within it):
                 # otherwise an SFT-only arm would be scored on longer answers than the others.
                 d["eval"] = {"every_steps": spec.eval_every, "rows": spec.eval_rows, "max_new_tokens": tokens}
-                _budget(d, method, spec.budget_kind, spec.budget_value)
+                _budget(d, method, spec.budget_kind, spec.budget_value, size)
                 arms.append(Arm(method, size, seed, from_dict(d, base_dir=base_cfg.base_dir)))
     return arms
 
 
-def _budget(d: dict, method: str, kind: str, value: float) -> None:
+def examples_per_step(stage: str, batch_size: int, grad_accum: int, num_generations: int, rows: int | None) -> float:
+    """Rows an SFT step trains on (fewer than a batch when the data is smaller: an epoch of 25 rows in batches
+    of 32 is one step of 25), or prompts an RFT step answers (`num_generations` completions each)."""
+    if stage == "rft":
+        return batch_size * grad_accum / num_generations
+    if not rows:
+        return float(batch_size * grad_accum)
+    steps_per_epoch = math.ceil(math.ceil(rows / batch_size) / grad_accum)
+    return rows / steps_per_epoch
+
+
+def _budget(d: dict, method: str, kind: str, value: float, rows: int) -> None:
     stages = {"sft": ["sft"], "rft": ["rft"], "sft+rft": ["sft", "rft"]}[method]
     share = value / len(stages)
     for stage in stages:
@@ -125,5 +137,5 @@ def _budget(d: dict, method: str, kind: str, value: float) -> None:
         if kind == "seconds":
             s.update(max_seconds=share, max_steps=STEP_CAP, lr_scheduler="constant", warmup_ratio=0.0)
         else:
-            per_step = s["batch_size"] * s["grad_accum"] / (s["num_generations"] if stage == "rft" else 1)
+            per_step = examples_per_step(stage, s["batch_size"], s["grad_accum"], s.get("num_generations", 1), rows)
             s.update(max_steps=max(1, math.ceil(share / per_step)), max_seconds=0.0)

@@ -70,6 +70,11 @@ def read_claims(result: dict) -> list[dict]:
         verdict = "agrees" if grew > 0.05 else "disagrees"
         note = (" More labels helped, as the article says, though far fewer than thousands were needed to "
                 "get this far." if grew > 0.05 else " More labels did not help much here.")
+        l0, l1 = _cell(table, n0, "sft").get("sft_loss"), _cell(table, n1, "sft").get("sft_loss")
+        if l0 is not None and l1 is not None:  # memorised: a lower training loss on fewer rows, a lower score
+            note += (f" Its final training loss was {l0:.3f} on {n0} rows against {l1:.3f} on {n1}"
+                     + (": the small set was learned by heart, not generalised." if l0 < l1 and (s0 or 0) < (s1 or 0)
+                        else "."))
         add("sft_labels", verdict, f"SFT scored {_pct(s0)} with {n0} labelled rows and {_pct(s1)} with {n1}.{note}")
 
     cs, cr = _cell(table, big, "sft"), _cell(table, big, "rft")

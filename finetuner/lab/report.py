@@ -115,6 +115,7 @@ def charts(result: dict, folder: Path) -> dict[str, Path]:
             ax.axhline(base, color="grey", ls="--", lw=1, label="base model")
         ax.set_xscale("log")
         ax.set_xticks(sizes, [str(n) for n in sizes])
+        ax.minorticks_off()  # a log axis labels its minor ticks (3x10^1, ...) over the sizes' own labels
         ax.set_xlabel("training rows")
         ax.set_ylabel("held-out score")
         ax.set_ylim(0, 1.05)

@@ -19,21 +19,23 @@ def _stage_steps(rows: list[dict], stage: str) -> list[dict]:
                   key=lambda r: r["step"])
 
 
-def run_numbers(run, cfg) -> dict:
-    """One arm's numbers; `score` is None when its run logged no held-out score (it failed early)."""
+def run_numbers(run, cfg, rows: int | None = None) -> dict:
+    """One arm's numbers (`rows`: its training rows, for the rows an SFT step sees); `score` is None when its run
+    logged no held-out score or did not finish."""
     from finetuner.evaluation.heldout import REFERENCE_GRADER
+    from finetuner.lab.arms import examples_per_step
 
-    rows = run.metrics()
+    metrics = run.metrics()
     weight = sum(float(g.get("weight", 1.0)) for g in (cfg.graders or [REFERENCE_GRADER])) or 1.0
     seconds_at: dict[tuple, float] = {}  # (stage, step) -> training seconds up to the end of that step
     examples_at: dict[tuple, float] = {}
     total_s = total_ex = tokens = 0.0
     for stage in cfg.stages:
         s = getattr(cfg, stage)
-        per_step = s.batch_size * s.grad_accum / (s.num_generations if stage == "rft" else 1)
+        per_step = examples_per_step(stage, s.batch_size, s.grad_accum, getattr(s, "num_generations", 1), rows)
         seconds_at[(stage, 0)], examples_at[(stage, 0)] = total_s, total_ex
         prev = 0
-        for r in _stage_steps(rows, stage):
+        for r in _stage_steps(metrics, stage):
             window = max(r["step"] - prev, 1)  # time/step_s is the mean over the steps since the last log
             total_s += r["time/step_s"] * window
             total_ex += per_step * window
@@ -42,7 +44,7 @@ def run_numbers(run, cfg) -> dict:
             prev = r["step"]
             seconds_at[(stage, r["step"])], examples_at[(stage, r["step"])] = total_s, total_ex
     curve = []
-    for r in rows:
+    for r in metrics:
         if r.get("heldout/reward") is None:
             continue
         key = (r.get("stage"), r.get("step", 0))
@@ -52,8 +54,9 @@ def run_numbers(run, cfg) -> dict:
         curve.append({"stage": key[0], "step": key[1], "score": round(r["heldout/reward"] / weight, 4),
                       "seconds": round(seconds_at[at], 3) if at else 0.0,
                       "examples": round(examples_at[at], 1) if at else 0.0})
+    losses = [r["loss"] for r in metrics if r.get("stage") == "sft" and r.get("loss") is not None]
     status = run.read_status()
-    return {"run_id": run.id, "state": status.get("state"), "error": status.get("error"),
+    return {"run_id": run.id, "sft_loss": round(losses[-1], 4) if losses else None, "state": status.get("state"), "error": status.get("error"),
             "score": curve[-1]["score"] if curve and status.get("state") == "finished" else None,
             "base_score": curve[0]["score"] if curve and curve[0]["step"] == 0 else None,
             "curve": curve, "seconds": round(total_s, 2), "examples": round(total_ex, 1), "tokens": round(tokens),
@@ -88,6 +91,7 @@ def aggregate(arms: list[dict]) -> dict:
                 "seconds": _stats([a["seconds"] for a in done])["mean"],
                 "examples": _stats([a["examples"] for a in done])["mean"],
                 "tokens": _stats([a["tokens"] for a in done])["mean"],
+                "sft_loss": _stats([a.get("sft_loss") for a in done])["mean"],  # the last SFT training loss
                 "runs": [a["run_id"] for a in group], "failed": [a["run_id"] for a in group if a.get("score") is None],
             }
     return out

@@ -226,7 +226,7 @@ def collect(lab: LabFolder, runs_dir, say=print) -> dict:
     for e in status["arms"]:
         run = open_run(runs_dir, e["run_id"])
         rows.append({"method": e["method"], "size": e["size"], "seed": e["seed"],
-                     **run_numbers(run, load_config(run.config_path)), "adapter": str(run.adapter)})
+                     **run_numbers(run, load_config(run.config_path), e["size"]), "adapter": str(run.adapter)})
     keep_before = None
     if status.get("keep_file"):
         say("  scoring the keep set (before and after each arm)")

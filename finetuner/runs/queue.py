@@ -15,9 +15,9 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
+from finetuner.runs.atomic import write_text_atomic
 from finetuner.runs.folder import ACTIVE_STATES, RunFolder, _now, new_run, open_run
 from finetuner.runs.process import active_run, launch_lock, list_runs, start_child, train_command
 from graders.errors import RunError
@@ -83,10 +83,7 @@ def _read_order(runs_dir: Path) -> list[str]:
 
 
 def _write_order(runs_dir: Path, ids: list[str]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=runs_dir, prefix=".queue-", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        json.dump(ids, fh, indent=1)
-    os.replace(tmp, runs_dir / QUEUE_FILE)
+    write_text_atomic(runs_dir / QUEUE_FILE, json.dumps(ids, indent=1))  # a power cut keeps one whole order
 
 
 def _is_waiting(runs_dir: Path, run_id: str) -> bool:

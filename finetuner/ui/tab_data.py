@@ -314,7 +314,7 @@ def build(ctx: AppContext, shared: Shared):
     # One source at a time: a file empties the id box, an id empties the file box.
     n_settings = len(settings)
     upload.upload(safe(with_progress(upload_data, 2 + n_settings, ctx)), [shared.project, upload, *settings],
-                  outputs).then(
+                  outputs, api_name="data_upload").then(
         lambda: "", None, [hub])
     for event in (hub_btn.click, hub.submit):
         event(safe(bind(ctx, use_typed_source)), [shared.project, hub, *settings], outputs).then(

@@ -322,7 +322,7 @@ def build(ctx, shared: Shared):
     pick.input(safe(picked), [shared.project, pick], [weight])
     set_btn.click(safe(set_weight), [shared.project, pick, weight], view + [list_msg])
     rm_btn.click(safe(remove), [shared.project, pick], view + [list_msg])
-    yaml_btn.click(safe(apply_yaml), [shared.project, code], view + [list_msg])
+    yaml_btn.click(safe(apply_yaml), [shared.project, code], view + [list_msg], api_name="graders_yaml")
     source, column = _test_section(shared)
     py_code, last_template = forms[2][0]["code"], gr.State(forms[2][0]["code"].value)
     outputs = [table, code, pick, py_code, last_template, column, source]
@@ -356,5 +356,5 @@ def _test_section(shared):
     table = gr.Dataframe(interactive=False, wrap=True, max_height=420, label="Per sample", visible=False)
     source.change(source_changed, [source], [column, k])
     run_btn.click(safe(test_on_data), [shared.project, rows, source, column, k],
-                  [shared.project, summary, warn, plot, table, results])
+                  [shared.project, summary, warn, plot, table, results], api_name="graders_test")
     return source, column

@@ -366,11 +366,12 @@ def build(ctx: AppContext, shared: Shared):
             tools_plot, tools_reward_plot, tool_flag]
     view_inputs = [picker, smoothing, log_y, live]
     gr.on(triggers=None, fn=safe(bind(ctx, attach)), inputs=[shared.run_id], outputs=picker)
-    reload_btn.click(safe(bind(ctx, attach)), inputs=[picker], outputs=picker)
+    reload_btn.click(safe(bind(ctx, attach)), inputs=[picker], outputs=picker, api_name="monitor_attach")
     picker.input(lambda rid: rid or "", inputs=picker, outputs=shared.run_id)
     gr.on([picker.change, smoothing.release, log_y.input], safe(bind(ctx, render)), inputs=[*view_inputs, *filters],
-          outputs=outs)
-    timer.tick(safe(bind(ctx, tick)), inputs=[*view_inputs, seen, *filters], outputs=outs, show_progress="hidden")
+          outputs=outs, api_name="monitor_render")
+    timer.tick(safe(bind(ctx, tick)), inputs=[*view_inputs, seen, *filters], outputs=outs, show_progress="hidden",
+               api_name="monitor_refresh")  # api names: benchmarks/class_load.py drives these over HTTP
     gr.on([split.input, err.input, score_of.input, tool_flag.input, step_min.submit, step_max.submit, score_min.submit,
            score_max.submit, search.submit], safe(bind(ctx, apply_filters)), inputs=[picker, *filters],
           outputs=[table, keys])

@@ -297,7 +297,8 @@ def build(ctx: AppContext, shared: Shared):
     gr.on(triggers=None, fn=safe(bind(ctx, shown)), inputs=[shared.run_id], outputs=[*listing, timer, last])
     on_shown(table, safe(bind(ctx, shown)), inputs=[selected], outputs=[*listing, timer, last])
     timer.tick(safe(bind(ctx, auto_refresh)), inputs=[last], outputs=[*listing, last, timer], show_progress="hidden")
-    refresh_btn.click(safe(bind(ctx, shown)), inputs=[selected], outputs=[*listing, timer, last])
+    refresh_btn.click(safe(bind(ctx, shown)), inputs=[selected], outputs=[*listing, timer, last],
+                      api_name="runs_refresh")
 
     def on_select(ids_now, evt: gr.SelectData):
         return select_row(ids_now, evt.index[0] if evt.index else None, evt.row_value)
