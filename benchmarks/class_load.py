@@ -3,7 +3,8 @@
 
 Set-up: a temporary runs folder, an accounts file (20 students s01..s20 and the teacher `teach`), the app as a
 child process, and one training run owned by s01 (the built-in model on the arithmetic demo data, SFT then RFT),
-queued through the engine (`runs.enqueue(..., owner="s01")`) so it trains while the load runs.
+queued through the engine (`runs.enqueue(..., owner="s01")`) so it trains while the load runs. `run(sessions=,
+seconds=)` changes the size (45 s, or 3 sessions for 10 s with --quick).
 
 Sessions: each is a `gradio_client.Client` signed in as its user, in its own thread, calling the page's own
 events by the api names the tabs give them (the page's gr.State values live on the server per session, as for
@@ -13,12 +14,11 @@ other students see no run of their own (their view is empty) and also refresh th
 upload a data file (Data tab, `data_upload`), set graders (`graders_yaml`) and run "Test graders"
 (`graders_test`, the reference column) over and over.
 
-Reported: per class of call (monitor refresh, runs list, upload/check, test graders, plus the one-off monitor
-open and graders setup) count, p50, p95, max in ms, errors (an exception from the client: Gradio sends a
-handler's gr.Error as one) and tracebacks in the app's log; "lost runs" (the training run did not end
-`finished`, or a run folder vanished or lost a parsable status.json); and responses to another student that
-named s01's run. To tell queue and transport from handler time, this process also times the Monitor's own
-handler (`tab_monitor.tick`) on the same run folder during the load.
+Reported per class of call (also login, monitor open, graders setup): count, p50, p95, max ms, errors (client
+exceptions: Gradio sends a handler's gr.Error as one; plus tracebacks in the app's log); lost runs (the run
+not ending `finished`, a run folder gone or without a parsable status.json); responses to another student
+naming s01's run. Where the time goes: a refresh's round trip before any load, the Monitor handler timed in
+this process on the same folder during the load, and the CPU seconds of the app, the run and the clients.
 """
 
 from __future__ import annotations
@@ -53,6 +53,13 @@ GRADERS_YAML = """- name: correct
   operation: eq
 """
 CLASSES = ("monitor refresh", "runs list", "upload/check", "test graders", "monitor open", "graders setup", "login")
+
+
+def no_filter() -> tuple:
+    """The Monitor's rollout filters as a fresh page has them (finetuner.ui imports gradio: not at import)."""
+    from finetuner.ui.rollouts import ALL
+
+    return ("", "", "all", ALL, "total", "", "", "", ALL)
 
 
 def password(user: str) -> str:
@@ -178,14 +185,11 @@ class Session(threading.Thread):
         (self.work if self.role == "worker" else self.monitor)()
 
     def monitor(self):
-        from finetuner.ui import rollouts
-
-        filters = ("", "", "all", rollouts.ALL, "total", "", "", "", rollouts.ALL)
         t0 = time.perf_counter()
         picked = self.call("monitor open", "/monitor_attach", None)
         rid = (picked.get("value") if isinstance(picked, dict) else picked) or None
         self.watched = rid
-        view = (rid, 0.6, False, True, *filters)
+        view = (rid, 0.6, False, True, *no_filter())
         self.call("monitor open", "/monitor_render", *view)
         k = 0
         while not self.stop.is_set():
@@ -219,19 +223,54 @@ class Session(threading.Thread):
 
 def probe_handler(runs_dir: Path, run_id: str, stop: threading.Event, out: list, folders: set):
     """The Monitor's own handler on the same run folder, in this process, every TICK_S; and the run folders seen."""
-    from finetuner.ui import rollouts, tab_monitor
+    from finetuner.ui import tab_monitor
     from finetuner.ui.context import AppContext
 
     ctx = AppContext(runs_dir)
-    filters = ("", "", "all", rollouts.ALL, "total", "", "", "", rollouts.ALL)
     seen = None
     while not stop.wait(TICK_S):
         folders.update(p.name for p in runs_dir.iterdir() if p.is_dir() and not p.name.startswith(("_", ".")))
         t0 = time.perf_counter()
-        got = tab_monitor.tick(ctx, run_id, 0.6, False, True, seen, *filters)
+        got = tab_monitor.tick(ctx, run_id, 0.6, False, True, seen, *no_filter())
         out.append(time.perf_counter() - t0)
         if not tab_monitor.is_skip(got):
             seen = dict(zip(tab_monitor.OUTPUTS, got))["seen"]
+
+
+def cpu_seconds(pids: dict[str, tuple[str, int]]) -> dict[str, float]:
+    """CPU seconds used so far by each named process ("pid", n) or process group ("pgrp", n), from Linux's
+    /proc ({} elsewhere): where the machine's cores went during the load."""
+    try:
+        tick = os.sysconf("SC_CLK_TCK")
+        stats = list(Path("/proc").glob("[0-9]*/stat"))
+    except (OSError, ValueError, AttributeError):
+        return {}
+    out = dict.fromkeys(pids, 0.0)
+    for stat in stats:
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # ended meanwhile
+        pid, pgrp, used = int(stat.parent.name), int(fields[2]), (int(fields[11]) + int(fields[12])) / tick
+        for name, (kind, n) in pids.items():
+            if (pid if kind == "pid" else pgrp) == n:
+                out[name] += used
+    return out
+
+
+def idle_round_trip(url: str, calls: int = 5) -> list[float]:
+    """Seconds per Monitor refresh with no run to show (the handler does nothing), one session, nothing
+    training: what Gradio's queue and HTTP cost a call on this machine before any load."""
+    from gradio_client import Client
+
+    client = Client(url, auth=(TEACHER, password(TEACHER)), verbose=False, download_files=False,
+                    httpx_kwargs={"timeout": 120})
+    out = []
+    for _ in range(calls):
+        t0 = time.perf_counter()
+        client.predict(None, 0.6, False, True, *no_filter(), api_name="/monitor_refresh")
+        out.append(time.perf_counter() - t0)
+    return out
 
 
 def pct(values: list[float], q: float) -> float | None:
@@ -282,6 +321,7 @@ def run(quick: bool = False, sessions: int | None = None, seconds: float | None 
 
         proc, url, app_log = start_app(work, runs_dir)
         try:
+            idle_ms = [s * 1000 for s in idle_round_trip(url)]
             run_ = enqueue_run(work, runs_dir, sft_steps, rft_steps)
             wait_for(run_, lambda st, r: r.metrics_path.exists() and r.metrics_path.stat().st_size > 0, 300,
                      "log its first step")
@@ -298,9 +338,15 @@ def run(quick: bool = False, sessions: int | None = None, seconds: float | None 
                                      daemon=True)
             go.set()
             probe.start()
+            status = run_.read_status()
+            who = {"app server": ("pid", proc.pid), "training run": ("pgrp", status.get("pgid") or status.get("pid")),
+                   "the clients (this process)": ("pid", os.getpid())}
+            cpu_before = cpu_seconds(who)
             load_started = time.perf_counter()
             time.sleep(seconds)
             state_at_end = run_.read_status().get("state")
+            cpu = {k: v - cpu_before[k] for k, v in cpu_seconds(who).items()}
+            cpu_window_s = time.perf_counter() - load_started
             stop.set()
             for t in (*threads, probe):
                 t.join(120)
@@ -322,7 +368,7 @@ def run(quick: bool = False, sessions: int | None = None, seconds: float | None 
             "class_runs_p95_ms": by_class["runs list"]["p95_ms"],
             "class_upload_p95_ms": by_class["upload/check"]["p95_ms"],
             "class_graders_p95_ms": by_class["test graders"]["p95_ms"],
-            "class_handler_p95_ms": pct(handler_ms, 0.95),
+            "class_handler_p95_ms": pct(handler_ms, 0.95), "class_idle_call_ms": pct(idle_ms, 0.5),
             "class_errors": client_errors + tracebacks, "class_lost_runs": n_lost,
             "class_leaks": sum(t.leaks for t in threads),
             "class_detail": {"sessions": sessions, "roles": dict(roles(sessions)), "load_s": load_s,
@@ -333,9 +379,9 @@ def run(quick: bool = False, sessions: int | None = None, seconds: float | None 
                                      "owner_watched": owner.watched},
                              "handler_ms": {"count": len(handler_ms), "p50": pct(handler_ms, 0.5),
                                             "p95": pct(handler_ms, 0.95), "max": max(handler_ms, default=None)},
-                             "login_s": {t.user: t.login_s for t in threads},
                              "watched": {t.user: t.watched for t in threads if t.role != "worker"},
-                             "cpu_count": os.cpu_count()}}
+                             "cpu_count": os.cpu_count(), "cpu_s_during_load": cpu,
+                             "cpu_window_s": cpu_window_s}}
 
 
 def markdown(r: dict) -> str:
@@ -348,9 +394,14 @@ def markdown(r: dict) -> str:
         lines.append(f"{cls:<18} {s['count']:>6} {fmt(s['p50_ms']):>8} {fmt(s['p95_ms']):>8} {fmt(s['max_ms']):>8} "
                      f"{s['errors']:>6}")
     h = d["handler_ms"]
+    lines.append(f"Before the load (one session, no run training) a refresh with nothing to show took "
+                 f"{fmt(r.get('class_idle_call_ms'))} ms (median of 5): Gradio's queue and HTTP alone")
     lines.append(f"Monitor handler in-process on the same run: p50 {fmt(h['p50'])} ms, p95 {fmt(h['p95'])} ms "
                  f"({h['count']} ticks); app log tracebacks {d['app_log_tracebacks']}; another student sent s01's "
                  f"run: {r['class_leaks']}")
+    if d.get("cpu_s_during_load"):
+        lines.append(f"CPU seconds in {d['cpu_window_s']:.0f} s of load ({d['cpu_count']} cores): " + ", ".join(
+            f"{k} {v:.0f}" for k, v in d["cpu_s_during_load"].items()))
     lines += [f"  problem: {p}" for p in d["problems"]] + [f"  lost: {x}" for x in d["lost"]]
     return "\n".join(lines)
 
@@ -359,6 +410,7 @@ TABLE_ROWS = [
     ("class_monitor_p95_ms", "class: Monitor refresh p95 (ms)", "< 300", lambda v: v < 300, "{:.0f}"),
     ("class_monitor_p50_ms", "class: Monitor refresh p50 (ms)", "", None, "{:.0f}"),
     ("class_handler_p95_ms", "class: Monitor handler alone p95 (ms)", "", None, "{:.0f}"),
+    ("class_idle_call_ms", "class: idle refresh, 1 session, no run (ms)", "", None, "{:.0f}"),
     ("class_runs_p95_ms", "class: Runs list p95 (ms)", "", None, "{:.0f}"),
     ("class_upload_p95_ms", "class: upload + check p95 (ms)", "", None, "{:.0f}"),
     ("class_graders_p95_ms", "class: Test graders p95 (ms)", "", None, "{:.0f}"),
@@ -367,15 +419,3 @@ TABLE_ROWS = [
     ("class_leaks", "class: another user's run sent", "0", lambda v: v == 0, "{:.0f}"),
 ]
 
-
-if __name__ == "__main__":
-    import argparse
-
-    p = argparse.ArgumentParser(prog="python -m benchmarks.class_load", description=__doc__.split("\n")[0])
-    p.add_argument("--quick", action="store_true")
-    p.add_argument("--sessions", type=int)
-    p.add_argument("--seconds", type=float)
-    a = p.parse_args()
-    result = run(a.quick, a.sessions, a.seconds)
-    print(markdown(result))
-    print(json.dumps(result, indent=1))

@@ -83,6 +83,12 @@ def _log_to_run(run) -> None:
 
 
 def cmd_train(args) -> int:
+    nice = os.environ.get("FINETUNER_NICE", "")  # set by runs.process.child_env for runs the app starts
+    if nice.lstrip("-").isdigit():
+        try:
+            os.nice(int(nice))
+        except OSError:  # not allowed to change it here: train at the priority given
+            pass
     try:
         return _train(args)
     finally:
@@ -332,7 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="speed figures: engine vs plain TRL, grader throughput, UI timings")
     b.add_argument("--quick", action="store_true", help="one short run of each (under a minute), for tests")
     b.add_argument("--out", metavar="FILE.json", help="also write the results as one JSON object")
-    b.add_argument("--only", metavar="SECTIONS", help="comma-separated: train, graders, ui (default: all)")
+    b.add_argument("--only", metavar="SECTIONS", help="comma-separated: train, graders, ui (the default), rollouts, rl, class (only when named)")
     b.set_defaults(func=cmd_bench)
 
     m = sub.add_parser("make-task", help="a ready-made verifiable RFT task (reasoning-gym): data + grader + run.yaml")

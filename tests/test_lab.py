@@ -224,6 +224,7 @@ def test_the_report_holds_the_table_charts_and_reading(tmp_path):
     assert {"scores", "curves", "sweep", "forgetting"} <= set(paths)
     assert all(paths[k].stat().st_size > 5000 for k in ("scores", "sweep"))  # real PNGs, not empty files
     assert "| 50 | SFT | 45.0% ± 7.1% |" in md and "What the numbers say" in md
+    assert "| SFT | 25.0% ± 7.1% | 45.0% ± 7.1% |" in md and "<td>45.0% ± 7.1%</td>" in page  # the sweep
     assert page.count("data:image/png;base64,") == 4 and "charts/" not in page  # self-contained
     assert table_rows(result)[0]["ms / example"] == "10.00"
 

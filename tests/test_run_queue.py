@@ -226,3 +226,18 @@ def test_cli_queue_lists_moves_and_cancels(tmp_path, fake, capsys):
     assert "Cancelled" in capsys.readouterr().out and not b.path.exists()
     assert cli.main(["queue", "--runs-dir", str(runs_dir), "--move", a.id, "first"]) == 2
     assert "not a position" in capsys.readouterr().err
+
+
+def test_training_children_yield_the_cpu_to_the_web_server(monkeypatch):
+    """Runs the app starts carry FINETUNER_NICE and lower their own priority first thing (cmd_train), so the
+    pages answer while a run trains on a shared machine."""
+    from finetuner.runs.process import child_env
+
+    monkeypatch.delenv("FINETUNER_NICE", raising=False)
+    assert child_env()["FINETUNER_NICE"] == "10"
+    niced = []
+    monkeypatch.setenv("FINETUNER_NICE", "10")
+    monkeypatch.setattr(cli.os, "nice", niced.append)
+    monkeypatch.setattr(cli, "_train", lambda args: 0)
+    monkeypatch.setattr(cli, "_advance_queue", lambda args: None)
+    assert cli.cmd_train(object()) == 0 and niced == [10]

@@ -37,8 +37,23 @@ def table_rows(result: dict) -> list[dict]:
                 "keep score": _fmt(c["keep_score"]["mean"]),
                 "train s": _fmt(round(c["seconds"], 1) if c["seconds"] else None, pct=False),
                 "examples": _fmt(round(c["examples"]) if c["examples"] else None, pct=False),
-                "tokens sampled": _fmt(c["tokens"], pct=False),
+                "tokens sampled": _fmt(round(c["tokens"]) if c["tokens"] is not None else None, pct=False),
                 "ms / example": f"{per * 1000:.2f}" if per else "–"})
+    return rows
+
+
+def sweep_rows(result: dict) -> list[dict]:
+    """The data-size sweep as one row per method: its mean held-out score (± spread) at each size."""
+    sizes = sorted(result["table"], key=int)
+    methods = list(dict.fromkeys(m for size in sizes for m in result["table"][size]))
+    rows = []
+    for m in methods:
+        row = {"method": LABELS.get(m, m)}
+        for size in sizes:
+            s = (result["table"][size].get(m) or {}).get("score") or {}
+            row[f"{size} rows"] = (_fmt(s.get("mean")) + (f" ± {s['spread']:.1%}" if s.get("n", 0) > 1 else "")
+                                   if s.get("n") else "–")
+        rows.append(row)
     return rows
 
 
@@ -172,6 +187,8 @@ def write_report(lab, result: dict) -> dict[str, Path]:
     title = f"Lab: {result['name']} — SFT vs RFT vs both"
     md = [f"# {title}", "", "## Setup", ""] + [f"- {line}" for line in setup_lines(result)]
     md += ["", "## Results", "", _markdown_table(rows), ""]
+    if len(result["table"]) > 1:
+        md += ["Held-out score by data size (the sweep):", "", _markdown_table(sweep_rows(result)), ""]
     md += [f"![{name}](charts/{p.name})" for name, p in pngs.items()]
     md += ["", "## What the numbers say", "", "| the article's claim | verdict here | measured |", "|---|---|---|"]
     md += [f"| {c['claim']} | **{c['verdict']}** | {c['measured']} |" for c in claims]
@@ -183,10 +200,17 @@ def write_report(lab, result: dict) -> dict[str, Path]:
     return {"md": folder / "report.md", "html": folder / "report.html", **pngs}
 
 
-def _html(title, result, rows, pngs, claims) -> str:
+def _html_table(rows: list[dict]) -> str:
     esc = html.escape
     head = "".join(f"<th>{esc(k)}</th>" for k in (rows[0] if rows else {}))
     body = "".join("<tr>" + "".join(f"<td>{esc(str(v))}</td>" for v in r.values()) + "</tr>" for r in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _html(title, result, rows, pngs, claims) -> str:
+    esc = html.escape
+    sweep = (f"<p>Held-out score by data size (the sweep):</p>{_html_table(sweep_rows(result))}"
+             if len(result["table"]) > 1 else "")
     imgs = "".join(f'<p><img alt="{esc(n)}" style="max-width:100%" src="data:image/png;base64,'
                    f'{base64.b64encode(p.read_bytes()).decode()}"></p>' for n, p in pngs.items())
     reading = "".join(f"<tr><td>{esc(c['claim'])}</td><td><b>{esc(c['verdict'])}</b></td><td>{esc(c['measured'])}"
@@ -196,5 +220,5 @@ def _html(title, result, rows, pngs, claims) -> str:
             "body{font-family:sans-serif;max-width:1000px;margin:auto;padding:1em}"
             "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px;font-size:0.9em}"
             f"</style></head><body><h1>{esc(title)}</h1><h2>Setup</h2><ul>{setup}</ul><h2>Results</h2>"
-            f"<table><tr>{head}</tr>{body}</table>{imgs}<h2>What the numbers say</h2><table><tr><th>the "
+            f"{_html_table(rows)}{sweep}{imgs}<h2>What the numbers say</h2><table><tr><th>the "
             f"article's claim</th><th>verdict here</th><th>measured</th></tr>{reading}</table></body></html>")

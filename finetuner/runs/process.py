@@ -136,8 +136,14 @@ def child_env(extra_env: dict | None = None) -> dict:
     # `python -m finetuner` must import this very package from any working folder, installed or not.
     root = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
+    # Training yields the CPU to the web server: on a shared class machine the pages must answer while a run
+    # trains (it still takes every idle cycle). `python -m finetuner train` applies it (cli.cmd_train).
+    env.setdefault(NICE_ENV, str(CHILD_NICENESS))
     env.update(extra_env or {})
     return env
+
+
+NICE_ENV, CHILD_NICENESS = "FINETUNER_NICE", 10
 
 
 def start_child(run: RunFolder, cmd: list[str], extra_env: dict | None = None) -> subprocess.Popen:
