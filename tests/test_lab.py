@@ -289,7 +289,9 @@ def test_the_lab_tab_shows_a_finished_lab_and_keeps_it_from_other_users(small_la
     assert tab_lab.lab_choices(ctx) == [lab_id]
     progress, arms, table, reading, charts, report = tab_lab.show(ctx, lab_id)
     assert "finished" in progress and len(arms) == 3 and set(arms["state"]) == {"finished"}
-    assert len(table) == 3 and "What the numbers say" in reading and len(charts) >= 3 and report.endswith(".html")
+    table, charts, report = table.value, charts.value, report.value  # component updates, shown now
+    assert len(table["data"]) == 3 and "What the numbers say" in reading and len(charts) >= 3
+    assert report["orig_name"] == "report.html" and charts[0]["image"]["orig_name"].endswith(".png")
     assert "Stop" not in tab_lab.stop(ctx, lab_id) and "nothing to stop" in tab_lab.stop(ctx, lab_id)
     classroom = AppContext(runs, auth=True, teachers={"teacher"})
     token = current_user.set("bob")  # the Lab has no owner (made by the CLI): a student does not see it

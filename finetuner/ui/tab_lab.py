@@ -123,7 +123,7 @@ def show(ctx: AppContext, lab_id: str):
     from finetuner.lab.report import table_rows
 
     if not lab_id:
-        return "No Lab yet: start one above.", _frame([], ARM_HEADERS), _frame([], []), "", [], None
+        return "No Lab yet: start one above.", _frame([], ARM_HEADERS), *_results(None, "", [], None)
     lab = _open(ctx, lab_id)
     status = lab_status(lab)
     result = lab.results() if status.get("state") == "finished" else None
@@ -136,14 +136,21 @@ def show(ctx: AppContext, lab_id: str):
     if status.get("error"):
         progress += f"\n\n❌ {status['error']}"
     if not result:
-        return progress, _frame(arms, ARM_HEADERS), _frame([], []), "", [], None
-    rows = table_rows(result)
+        return progress, _frame(arms, ARM_HEADERS), *_results(None, "", [], None)
     reading = "\n".join(f"- **{c['verdict']}** — *{c['claim']}* {c['measured']}" for c in read_claims(result))
     charts = [(str(p), p.stem) for p in sorted((lab.path / "charts").glob("*.png"))]
     report = lab.path / "report.html"
-    return (progress, _frame(arms, ARM_HEADERS), _frame([list(r.values()) for r in rows], list(rows[0]) if rows else []),
-            "**What the numbers say** (the article's claims, measured here)\n\n" + reading, charts,
-            str(report) if report.exists() else None)
+    return (progress, _frame(arms, ARM_HEADERS),
+            *_results(table_rows(result), "**What the numbers say** (the article's claims, measured here)\n\n" + reading,
+                      charts, str(report) if report.exists() else None))
+
+
+def _results(rows, reading: str, charts: list, report):
+    """The result components, shown only once the Lab has a result (empty boxes would only say "nothing")."""
+    done = rows is not None
+    table = _frame([list(r.values()) for r in rows or []], list(rows[0]) if rows else [])
+    return (gr.Dataframe(value=table, visible=done), reading, gr.Gallery(value=charts, visible=done),
+            gr.File(value=report, visible=done))
 
 
 def _frame(rows: list, headers: list):
@@ -213,9 +220,9 @@ def build(ctx: AppContext, shared: Shared):
     progress = gr.Markdown()
     arms = gr.Dataframe(headers=ARM_HEADERS, interactive=False, label="Arms (each an ordinary run)", max_height=300)
     reading = gr.Markdown()
-    table = gr.Dataframe(interactive=False, wrap=True, label="Results per data size and method")
-    charts = gr.Gallery(label="Charts", columns=2, height="auto", object_fit="contain")
-    report = gr.File(label="Report (self-contained HTML)", interactive=False)
+    table = gr.Dataframe(interactive=False, wrap=True, label="Results per data size and method", visible=False)
+    charts = gr.Gallery(label="Charts", columns=2, height="auto", object_fit="contain", visible=False)
+    report = gr.File(label="Report (self-contained HTML)", interactive=False, visible=False)
     timer = gr.Timer(TICK_SECONDS)
     seen = gr.State(None)
 
