@@ -112,8 +112,10 @@ def _advance_queue(args) -> None:
 
 
 def cmd_queue(args) -> int:
-    from finetuner.runs import cancel, move, waiting
+    from finetuner.runs import advance, cancel, move, waiting
 
+    for run in advance(args.runs_dir):  # a run killed outright moved nothing on: looking at the queue does
+        print(f"Started {run.id}: a device was free.")
     if args.cancel:
         cancel(args.runs_dir, args.cancel)
         print(f"Cancelled {args.cancel}: removed from the queue and its folder deleted.")

@@ -232,19 +232,24 @@ def test_the_report_holds_the_table_charts_and_reading(tmp_path):
 # ------------------------------------------------------------------ the time budget
 
 
-def test_the_time_budget_stops_a_stage():
+def test_the_time_budget_stops_a_stage(monkeypatch):
+    """Steps of 0.3 s on a fake clock: the budget of 1 s is reached at the 4th step, not before; time spent
+    between steps (held-out scoring, saving) is not counted."""
     from transformers import TrainerControl, TrainerState
 
-    from finetuner.training.budget import TimeBudgetCallback
+    from finetuner.training import budget
 
-    cb, control, state = TimeBudgetCallback(0.05), TrainerControl(), TrainerState()
+    clock = [0.0]
+    monkeypatch.setattr(budget.time, "perf_counter", lambda: clock[0])
+    cb, control, state = budget.TimeBudgetCallback(1.0), TrainerControl(), TrainerState()
     steps = 0
-    while not control.should_training_stop and steps < 1000:
+    while not control.should_training_stop:
         cb.on_step_begin(None, state, control)
-        sum(range(20000))
+        clock[0] += 0.3  # the step
         cb.on_step_end(None, state, control)
+        clock[0] += 5.0  # between steps: not training
         steps += 1
-    assert control.should_training_stop and cb.reached and cb.spent >= 0.05 and 1 < steps < 1000
+    assert steps == 4 and cb.reached and cb.spent == pytest.approx(1.2)
 
 
 # ------------------------------------------------------------------ end to end (slow)
@@ -381,3 +386,66 @@ def test_another_users_lab_is_refused_by_every_lab_handler(tmp_path):
         assert "will stop" in tab_lab.stop(classroom, lab.id) and lab.stop_path.exists()
     finally:
         current_user.reset(token)
+
+
+def test_a_deleted_arm_ends_the_lab_as_failed_not_never(tmp_path):
+    """An arm whose folder is gone (cancelled in the queue, deleted on the Runs tab) counts as ended: the Lab's
+    loop finishes and the results list it as failed instead of raising."""
+    import shutil
+
+    from finetuner.lab import runner
+
+    lab = create_lab(demo_spec(sizes=[25], seeds=[0], methods=["sft"]), tmp_path)
+    status = lab.read()
+    arm = status["arms"][0]
+    run = RunFolder(tmp_path / "arm-run")
+    run.path.mkdir()
+    run.write_status(state="waiting")
+    arm["run_id"] = run.id
+    lab.write(arms=status["arms"])
+    shutil.rmtree(run.path)
+    assert runner._arm_state(tmp_path, arm) == "gone" and "gone" in runner.ARM_ENDED
+    result = runner.collect(lab, tmp_path, say=lambda line: None)
+    assert result["arms"][0]["score"] is None and result["table"]["25"]["sft"]["failed"] == [run.id]
+
+
+def test_stop_reads_states_again_and_never_raises(tmp_path, monkeypatch):
+    """An arm seen `waiting` that started since: cancel refuses, so it is asked to stop instead."""
+    from finetuner.lab import runner
+    from finetuner.runs import queue
+
+    run = RunFolder(tmp_path / "arm")
+    run.path.mkdir()
+    run.write_status(state="running", pid=__import__("os").getpid())
+    (run.path / "config.yaml").write_text("name: x\n")
+    entries = [{"run_id": run.id, "state": "waiting"}, {"run_id": "gone-arm", "state": "waiting"}]
+    monkeypatch.setattr(queue, "cancel", lambda *a: (_ for _ in ()).throw(RunError("started")))
+    runner._stop(entries, tmp_path)
+    assert run.stop_path.exists() and [e["state"] for e in entries] == ["running", "gone"]
+
+
+def test_verdicts_need_arms_that_finished():
+    """A method whose every arm failed is "not measured", never a score of 0 that "agrees" or "disagrees"."""
+    result = synthetic_result({("sft", 25): [0.2, 0.3], ("sft", 200): [None, None], ("rft", 25): [None],
+                               ("sft+rft", 200): [None, None], ("rft", 200): [0.1, 0.1]},
+                              keep={}, seconds={"sft": 1, "rft": 1, "sft+rft": 1},
+                              examples={"sft": 1, "rft": 1, "sft+rft": 1})
+    verdicts = {c["key"]: c["verdict"] for c in read_claims(result)}
+    assert verdicts["few_prompts"] == "not measured" and verdicts["sft_labels"] == "not measured"
+    assert verdicts["both"] == "not measured"
+
+
+def test_the_monitor_counts_down_a_time_budget_not_the_step_cap(tmp_path):
+    """A stage ended by its clock has max_steps = the cap (100,000): the Monitor says the budget and the time
+    left of it, not "step 12/100000, ends in ~30 h"."""
+    from finetuner.ui.run_watch import RunWatch, progress, progress_text
+
+    run = RunFolder(tmp_path / "r")
+    run.path.mkdir()
+    run.write_status(state="running", stage="sft", stages=["sft"], step=12, total=STEP_CAP, started=1000.0,
+                     budget_s=12.0, budget_started=1000.0)
+    watch = RunWatch(run.path)
+    watch.status = run.read_status()
+    p = progress(watch, now=1004.0)
+    assert p["eta"] == pytest.approx(8.0) and "step 12 of a 12 s budget" in progress_text(p)
+    assert "100000" not in progress_text(p)

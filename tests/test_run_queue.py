@@ -241,3 +241,26 @@ def test_training_children_yield_the_cpu_to_the_web_server(monkeypatch):
     monkeypatch.setattr(cli, "_train", lambda args: 0)
     monkeypatch.setattr(cli, "_advance_queue", lambda args: None)
     assert cli.cmd_train(object()) == 0 and niced == [10]
+
+
+def test_with_a_class_only_a_teacher_reorders_the_queue(tmp_path, fake):
+    """A student moving their own run up would put it ahead of everyone else's: refused in words, order kept."""
+    from finetuner.ui.context import current_user
+
+    ctx = AppContext(tmp_path / "runs", auth=True, teachers={"mrs.k"})
+    enqueue(config(tmp_path, "busy"), ctx.runs_dir, owner="bob")
+    a = enqueue(config(tmp_path, "a"), ctx.runs_dir, owner="bob")
+    b = enqueue(config(tmp_path, "b"), ctx.runs_dir, owner="ada")
+    token = current_user.set("ada")
+    try:
+        with pytest.raises(RunError, match="Only a teacher account can reorder"):
+            queue_view.step(ctx, b.id, -1)
+    finally:
+        current_user.reset(token)
+    assert [w["id"] for w in waiting(ctx.runs_dir)] == [a.id, b.id]
+    token = current_user.set("mrs.k")
+    try:
+        table, _, _ = queue_view.step(ctx, b.id, -1)
+    finally:
+        current_user.reset(token)
+    assert [row[1] for row in table["data"]] == [b.id, a.id]

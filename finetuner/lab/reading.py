@@ -51,7 +51,7 @@ def read_claims(result: dict) -> list[dict]:
         out.append({"key": key, "claim": CLAIMS[key], "verdict": verdict, "measured": measured})
 
     small = [n for n in sizes if n <= 100] or sizes[:1]
-    rft_small = [(n, _mean(_cell(table, n, "rft"))) for n in small if _cell(table, n, "rft")]
+    rft_small = [(n, _mean(_cell(table, n, "rft"))) for n in small if _mean(_cell(table, n, "rft")) is not None]
     if not rft_small or base is None:
         add("few_prompts", "not measured", "No RFT arm at 100 rows or fewer, or no base-model score.")
     else:
@@ -61,7 +61,7 @@ def read_claims(result: dict) -> list[dict]:
             f"RFT from {n} prompts reached {_pct(best)} held-out against the base model's {_pct(base)} "
             f"({gain:+.1%}).")
 
-    sft = [(n, _mean(_cell(table, n, "sft"))) for n in sizes if _cell(table, n, "sft")]
+    sft = [(n, _mean(_cell(table, n, "sft"))) for n in sizes if _mean(_cell(table, n, "sft")) is not None]
     if len(sft) < 2:
         add("sft_labels", "not measured", "SFT was not run at two data sizes.")
     else:
@@ -89,7 +89,8 @@ def read_claims(result: dict) -> list[dict]:
         add("cost", "not measured", "SFT and RFT were not both run to the end at the largest size.")
 
     both = _cell(table, big, "sft+rft")
-    others = [c for m, c in table.get(str(big), {}).items() if m != "sft+rft"]
+    both = both if _mean(both) is not None else None  # every SFT-then-RFT arm failed: nothing to compare
+    others = [c for m, c in table.get(str(big), {}).items() if m != "sft+rft" and _mean(c) is not None]
     if both and others:
         best_other = max(others, key=lambda c: _mean(c) or -1)
         won = all(beats(both, c) for c in others)

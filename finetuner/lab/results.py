@@ -101,7 +101,7 @@ def summary_json(table: dict, keep_before: float | None, base_score: float | Non
     """The headline (`lab --json`'s last line): one entry per method at the largest data size, plus the sweep."""
     if not table:
         return {"arms": {}, "sweep": {}, "keep_before": keep_before, "base_score": base_score}
-    largest = max(table)
+    largest = max(table, key=int)  # int or str keys (results.json holds str): 200 is above 50 either way
     arms = {m: {"score": v["score"]["mean"], "spread": v["score"]["spread"], "min": v["score"]["min"],
                 "max": v["score"]["max"], "seeds": v["score"]["n"], "seconds": v["seconds"], "examples": v["examples"],
                 "tokens": v["tokens"], "keep_score": v["keep_score"]["mean"]}

@@ -16,12 +16,12 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
 
 from finetuner.runs import FINAL_STATES, RunFolder, open_run, refresh_state, safe_name
+from finetuner.runs.atomic import write_text_atomic
 
 LAB_DIR = "_lab"
 FINAL_LAB = ("finished", "failed", "stopped")
@@ -50,13 +50,14 @@ class LabFolder:
             return {}
 
     def write(self, **updates) -> dict:
-        status = {**self.read(), **updates}
-        fd, tmp = tempfile.mkstemp(dir=self.path, prefix=".lab-", suffix=".tmp")
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(json.dumps(status, indent=1, default=str))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.status_path)
+        """Merge `updates` into lab.json under a lock (the Lab process and the app both write it), fsync'ed and
+        renamed into place (runs/atomic.py)."""
+        import fcntl
+
+        with open(self.path / "lab.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            status = {**self.read(), **updates}
+            write_text_atomic(self.status_path, json.dumps(status, indent=1, default=str))
         return status
 
     def results(self) -> dict | None:
@@ -167,8 +168,8 @@ def run_lab(lab: LabFolder, runs_dir, say=print, poll: float = 1.0) -> dict:
                 return lab.read()
             advance(runs_dir)
             for e in entries:
-                e["state"] = refresh_state(RunFolder(Path(runs_dir) / e["run_id"])).get("state", "gone")
-            done = sum(e["state"] in FINAL_STATES for e in entries)
+                e["state"] = _arm_state(runs_dir, e)
+            done = sum(e["state"] in ARM_ENDED for e in entries)
             line = f"{done}/{len(entries)} arms done"
             if line != last_said:
                 say(f"  {time.time() - started:5.0f}s  {line}")
@@ -185,7 +186,11 @@ def run_lab(lab: LabFolder, runs_dir, say=print, poll: float = 1.0) -> dict:
         lab.write(state="finished", finished=time.time())
         return result
     except Exception as err:  # noqa: BLE001 - the Lab's own status must say why it ended
-        lab.write(state="failed", finished=time.time(), error=f"{type(err).__name__}: {err}")
+        from graders.errors import FinetunerError
+
+        why = str(err) if isinstance(err, FinetunerError) else f"{type(err).__name__}: {err}"
+        lab.write(state="failed", finished=time.time(), error=f"{why} The Lab's log is {lab.path / 'log.txt'}; its "
+                  "finished arms stay as ordinary runs on the Runs tab.")
         raise
 
 
@@ -200,16 +205,35 @@ def _replan(lab: LabFolder, status: dict) -> list:
     return plan_arms(spec, base_cfg, prepare_data(spec, base_cfg, lab.path / "data"), lab.path.name)
 
 
+ARM_ENDED = FINAL_STATES + ("gone",)  # "gone": its folder was deleted or its queue place cancelled
+
+
+def _arm_state(runs_dir, entry: dict) -> str:
+    path = Path(runs_dir) / entry["run_id"]
+    return refresh_state(RunFolder(path)).get("state", "gone") if (path / "status.json").exists() else "gone"
+
+
 def _stop(entries: list[dict], runs_dir) -> None:
+    """Cancel the waiting arms and ask the training one to stop. States are read again here: an arm that started
+    since the last look is stopped instead of cancelled. Nothing raises: the Lab must end `stopped`."""
+    from graders.errors import RunError
     from finetuner.runs import request_stop
     from finetuner.runs.queue import cancel
 
     for e in entries:
-        if e["state"] == "waiting":
-            cancel(runs_dir, e["run_id"])
-            e["state"] = "cancelled"
-        elif e["state"] in ("queued", "running"):
-            request_stop(RunFolder(Path(runs_dir) / e["run_id"]))
+        e["state"] = _arm_state(runs_dir, e)
+        try:
+            if e["state"] == "waiting":
+                try:
+                    cancel(runs_dir, e["run_id"])
+                    e["state"] = "gone"
+                    continue
+                except RunError:  # it started in between
+                    e["state"] = _arm_state(runs_dir, e)
+            if e["state"] in ("queued", "running"):
+                request_stop(RunFolder(Path(runs_dir) / e["run_id"]))
+        except RunError:
+            pass  # it ended in between: nothing left to stop
 
 
 def collect(lab: LabFolder, runs_dir, say=print) -> dict:
@@ -224,6 +248,11 @@ def collect(lab: LabFolder, runs_dir, say=print) -> dict:
     base_cfg = load_config(spec.base)
     rows = []
     for e in status["arms"]:
+        if not e.get("run_id") or _arm_state(runs_dir, e) == "gone":  # deleted or cancelled: counted as failed
+            rows.append({"method": e["method"], "size": e["size"], "seed": e["seed"], "run_id": e.get("run_id"),
+                         "state": "gone", "score": None, "base_score": None, "curve": [], "seconds": 0.0,
+                         "examples": 0.0, "tokens": 0, "sft_loss": None, "adapter": ""})
+            continue
         run = open_run(runs_dir, e["run_id"])
         rows.append({"method": e["method"], "size": e["size"], "seed": e["seed"],
                      **run_numbers(run, load_config(run.config_path), e["size"]), "adapter": str(run.adapter)})
@@ -243,5 +272,5 @@ def collect(lab: LabFolder, runs_dir, say=print) -> dict:
               "notes": status.get("notes", []), "arms": rows, "table": {str(k): v for k, v in table.items()},
               "keep_before": keep_before, "base_score": base_score,
               "summary": summary_json(table, keep_before, base_score), "created": time.time()}
-    (lab.path / "results.json").write_text(json.dumps(result, indent=1, default=str), encoding="utf-8")
+    write_text_atomic(lab.path / "results.json", json.dumps(result, indent=1, default=str))
     return result

@@ -15,11 +15,16 @@ from transformers import TrainerCallback
 
 
 class TimeBudgetCallback(TrainerCallback):
-    def __init__(self, seconds: float):
-        self.seconds = float(seconds)
+    def __init__(self, seconds: float, run=None):
+        self.seconds, self.run = float(seconds), run
         self.spent = 0.0
         self.reached = False  # read by HeldoutCallback: a stage ended by its budget still gets its final score
         self._began: float | None = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        # The Monitor's progress line says "of a 12 s budget" instead of step k of max_steps (a mere cap here).
+        if self.run is not None:
+            self.run.write_status(budget_s=self.seconds, budget_started=time.time())
 
     def on_step_begin(self, args, state, control, **kwargs):
         self._began = time.perf_counter()

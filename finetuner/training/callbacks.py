@@ -65,7 +65,8 @@ class RunFolderCallback(TrainerCallback):
         self._eval_scores = {h["step"]: h["eval_reward"] for h in state.log_history
                              if h.get("eval_reward") is not None and "step" in h}
         self.run.write_status(stage=self.stage, step=state.global_step, total=state.max_steps,
-                              run_step=self.offset + state.global_step, stage_started=time.time())
+                              run_step=self.offset + state.global_step, stage_started=time.time(),
+                              budget_s=None)  # a stage with a time budget sets its own (training/budget.py)
 
     def on_step_begin(self, args, state, control, **kwargs):
         self._step_started = time.perf_counter()

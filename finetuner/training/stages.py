@@ -325,7 +325,7 @@ def _train_stage(cfg, run, stage, model, tok, data, peft_config, device, offset,
         from finetuner.training.budget import TimeBudgetCallback
 
         # Right after RunFolderCallback: its clock stops before held-out scoring and the guardrails run.
-        callbacks.insert(1, TimeBudgetCallback(getattr(cfg, stage).max_seconds))
+        callbacks.insert(1, TimeBudgetCallback(getattr(cfg, stage).max_seconds, run))
         if scorer is not None:
             scorer.budget = callbacks[1]
     try:

@@ -18,6 +18,7 @@ import gradio as gr
 from finetuner.runs import WAITING, advance, cancel, move, waiting
 from finetuner.runs.queue import PROBES
 from finetuner.ui.context import AppContext, Shared, bind, safe
+from graders.errors import RunError
 
 log = logging.getLogger("finetuner.ui")
 
@@ -149,6 +150,9 @@ def _pick(run_id: str | None) -> str:
 def step(ctx: AppContext, run_id: str | None, delta: int):
     """Up (delta -1) or Down (+1) one place; returns refresh()'s outputs."""
     run_id = ctx.open_run(_pick(run_id)).id  # --auth: another user's run is refused in words
+    if not ctx.is_teacher():  # a student moving their own run up would jump the whole class's queue
+        raise RunError("Only a teacher account can reorder the queue (a run moved up goes ahead of everyone "
+                       "else's). Ask your teacher, or Cancel your run and launch it again later.")
     rows = {r["id"]: r["position"] for r in waiting(ctx.runs_dir)}
     if run_id in rows:
         move(ctx.runs_dir, run_id, max(1, rows[run_id] + delta))

@@ -245,13 +245,17 @@ def progress(watch: RunWatch, now: float | None = None) -> dict:
     elapsed = ((end or now) - started) if started else None
     step_s = stage_step_seconds(watch, stage) if stage else None
     eta = None
-    if state in ACTIVE_STATES and step_s and total:
+    budget = st.get("budget_s")  # a stage ended by its clock (`max_seconds`): max_steps is only a cap
+    if state in ACTIVE_STATES and budget and st.get("budget_started"):
+        eta = max(budget - (now - st["budget_started"]), 0.0)
+    elif state in ACTIVE_STATES and step_s and total:
         eta = max(total - step, 0) * step_s
     later = stages[stages.index(stage) + 1:] if stage in stages else []
     done = len(st.get("stages_done") or [])
     return {"state": state, "stage": stage, "stage_index": (stages.index(stage) + 1) if stage in stages else 0,
             "stages": stages, "step": step, "total": total, "fraction": min(step / total, 1.0) if total else 0.0,
             "elapsed": elapsed, "eta": eta, "step_s": step_s, "later_stages": later, "stages_done": done,
+            "budget_s": budget,
             "error": st.get("error"), "notice": st.get("notice"),
             # The STOP file lives until the trainer acts on it (or the run is found dead), unlike a status field.
             "stop_requested": state in ACTIVE_STATES and watch.run.stop_path.exists()}
@@ -263,7 +267,9 @@ def progress_text(p: dict) -> str:
         return f"**{p['state']}**: waiting for the first step."
     stage = p["stage"].upper()
     of = f" (stage {p['stage_index']} of {len(p['stages'])})" if len(p["stages"]) > 1 else ""
-    parts = [f"**{p['state']}** · {stage}{of}: step {p['step']}/{p['total'] or '?'}"]
+    steps = f"step {p['step']} of a {p['budget_s']:g} s budget" if p.get("budget_s") else \
+        f"step {p['step']}/{p['total'] or '?'}"
+    parts = [f"**{p['state']}** · {stage}{of}: {steps}"]
     if p["step_s"]:
         parts.append(f"{p['step_s']:.2f}s/step")
     if p["elapsed"] is not None:

@@ -76,6 +76,7 @@ def _project_spec(ctx: AppContext, project) -> dict:
     raw.setdefault("name", "lab")
     raw["method"] = "sft+rft" if raw.get("graders") else "sft"
     cfg = from_dict(raw)
+    ctx.check_config_paths(cfg)  # --auth: a model folder or data file of another user's is refused, as on Launch
     base = ctx.uploads_for() / f"lab-base-{time.strftime('%Y%m%d-%H%M%S')}.yaml"
     save_config(portable_config(cfg), base)
     return {"name": Path(project["data"]["path"]).stem[:40] or "lab", "base": str(base), "eval_rows": 100,
