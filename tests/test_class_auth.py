@@ -315,3 +315,29 @@ def test_real_app_signed_in_users_get_their_own_runs_and_no_file_urls(klass):
             assert web.get(f"gradio_api/file={alice.config_path}").status_code == 403
     finally:
         demo.close()
+
+
+def test_a_grader_or_tool_file_in_another_users_uploads_is_refused_at_launch(tmp_path):
+    """check_config_paths covers what the run would read besides model and data: Python grader files and tool
+    files / tables (the Train tab's Launch and the Lab both call it)."""
+    from finetuner.config import from_dict
+    from finetuner.ui.context import AppContext, NotYours, current_user
+
+    ctx = AppContext(tmp_path / "runs", auth=True, teachers={"t"})
+    theirs = ctx.uploads_for("alice") / "secret.py"
+    theirs.write_text("def grade(sample, item):\n    return 1.0\n")
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text('{"prompt": "p", "completion": "c"}\n' * 4)
+    cfg = from_dict({"name": "r", "method": "sft", "model": {"name": "tiny"}, "data": {"train": str(rows)},
+                     "graders": [{"name": "g", "type": "python", "file": str(theirs)}]})
+    token = current_user.set("bob")
+    try:
+        with pytest.raises(NotYours):
+            ctx.check_config_paths(cfg)
+    finally:
+        current_user.reset(token)
+    token = current_user.set("alice")
+    try:
+        ctx.check_config_paths(cfg)  # her own file: fine
+    finally:
+        current_user.reset(token)

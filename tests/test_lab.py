@@ -449,3 +449,23 @@ def test_the_monitor_counts_down_a_time_budget_not_the_step_cap(tmp_path):
     p = progress(watch, now=1004.0)
     assert p["eta"] == pytest.approx(8.0) and "step 12 of a 12 s budget" in progress_text(p)
     assert "100000" not in progress_text(p)
+
+
+def test_a_lab_needs_none_of_its_original_files_once_created(tmp_path):
+    """The Lab runs from its own copies: the keep file (a Gradio upload) and the data can go while it trains."""
+    import shutil
+
+    from finetuner.lab import runner
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("keep.jsonl",):
+        shutil.copy(LAB / name, src / name)
+    shutil.copy(ROOT / "examples" / "arithmetic" / "train.jsonl", src / "train.jsonl")
+    spec = demo_spec(sizes=[25], seeds=[0], methods=["sft"], keep=str(src / "keep.jsonl"),
+                     data=str(src / "train.jsonl"))
+    lab = create_lab(spec, tmp_path / "runs")
+    shutil.rmtree(src)
+    arms = runner._replan(lab, lab.read())
+    assert len(arms) == 1 and Path(arms[0].config.data.train).is_file()
+    assert Path(lab.read()["keep_file"]).is_file() and lab.read()["spec"]["keep"] == lab.read()["keep_file"]

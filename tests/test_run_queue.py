@@ -264,3 +264,22 @@ def test_with_a_class_only_a_teacher_reorders_the_queue(tmp_path, fake):
     finally:
         current_user.reset(token)
     assert [row[1] for row in table["data"]] == [b.id, a.id]
+
+
+def test_delete_waits_for_the_queue_lock(tmp_path):
+    """Delete of a waiting run cannot slip between the queue's look at it and its start: both hold launch_lock."""
+    import threading
+
+    from finetuner.runs import launch_lock
+    from finetuner.runs.export import delete_run
+
+    run = RunFolder(tmp_path / "runs" / "w")
+    run.path.mkdir(parents=True)
+    run.write_status(state=WAITING)
+    done = threading.Event()
+    with launch_lock(tmp_path / "runs"):
+        worker = threading.Thread(target=lambda: (delete_run(run), done.set()))
+        worker.start()
+        assert not done.wait(0.5) and run.path.exists()  # held back while the lock is held
+    worker.join(10)
+    assert done.is_set() and not run.path.exists()

@@ -78,6 +78,7 @@ def prepare_data(spec, base_cfg, folder: Path) -> LabData:
     if too_big:
         raise DataError(f"The Lab's data has {len(pool)} training rows, fewer than the size(s) {too_big} asked for. "
                         f"Lower `sizes` to at most {len(pool)}, or give more rows.")
+    _write_jsonl(folder / "pool.jsonl", pool)  # the Lab's own copy: replanning never needs the original again
     subsets = {n: _write_jsonl(folder / f"train-{n}.jsonl", pool[:n]) for n in sizes}
     keep = _write_jsonl(folder / "keep.jsonl", read_source(spec.keep).rows) if spec.keep else ""
     return LabData(pool=pool, subsets=subsets, eval=eval_path, keep=keep, notes=notes)

@@ -139,7 +139,10 @@ def create_lab(spec, runs_dir, owner: str | None = None) -> LabFolder:
     data = prepare_data(spec, base_cfg, path / "data")
     arms = plan_arms(spec, base_cfg, data, path.name)
     (path / "spec.yaml").write_text(yaml_text(spec.to_dict()), encoding="utf-8")
-    lab.write(name=spec.name, state="planned", owner=owner, created=time.time(), spec=spec.to_dict(),
+    # The spec as the Lab runs it: its data, held-out and keep files are the Lab folder's own copies, so an
+    # upload removed (or Gradio's temp folder cleaned) while it trains cannot fail it at the end.
+    own = {**spec.to_dict(), "data": str(path / "data" / "pool.jsonl"), "eval": data.eval, "keep": data.keep}
+    lab.write(name=spec.name, state="planned", owner=owner, created=time.time(), spec=own,
               notes=data.notes, keep_file=data.keep,
               arms=[{"key": a.key, "method": a.method, "size": a.size, "seed": a.seed, "run_id": None,
                      "state": "planned"} for a in arms])

@@ -377,7 +377,10 @@ def export_bundle(run: RunFolder) -> Path:
 
 def delete_run(run: RunFolder) -> None:
     """Remove a run folder for good; refused while the run is training."""
-    status = refresh_state(run)
-    if status.get("state") in ACTIVE_STATES:
-        raise RunError(f"Run {run.id} is {status['state']}. Stop it first (Monitor tab), then delete it.")
-    shutil.rmtree(run.path)
+    from finetuner.runs.process import launch_lock
+
+    with launch_lock(run.path.parent):  # the queue starts a waiting run under this lock: never delete one mid-start
+        status = refresh_state(run)
+        if status.get("state") in ACTIVE_STATES:
+            raise RunError(f"Run {run.id} is {status['state']}. Stop it first (Monitor tab), then delete it.")
+        shutil.rmtree(run.path)  # a waiting run's place in queue.json goes with its folder (queue._current_order)

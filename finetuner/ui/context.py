@@ -140,8 +140,10 @@ class AppContext:
 
     def check_config_paths(self, cfg) -> None:
         """check_path for what a RunConfig reads: a model folder or data file typed by hand on the Train tab."""
-        for typed in (cfg.model.name, cfg.data.train, cfg.data.eval, cfg.data.rft_train):
-            self.check_path(typed or "")
+        files = [g.get("file") for g in cfg.graders or [] if isinstance(g, dict)]
+        files += [t.get(k) for t in cfg.tools or [] if isinstance(t, dict) for k in ("file", "table")]
+        for typed in (cfg.model.name, cfg.data.train, cfg.data.eval, cfg.data.rft_train, *files):
+            self.check_path(cfg.resolve(typed) if typed else "")
 
     def active_run(self) -> dict | None:
         """The run now training, if any (one run at a time per GPU)."""

@@ -18,6 +18,7 @@ import gradio as gr
 from finetuner.runs import WAITING, advance, cancel, move, waiting
 from finetuner.runs.queue import PROBES
 from finetuner.ui.context import AppContext, Shared, bind, safe
+from finetuner.ui.run_watch import fmt_seconds
 from graders.errors import RunError
 
 log = logging.getLogger("finetuner.ui")
@@ -63,15 +64,6 @@ def stop_worker(ctx: AppContext) -> None:
 
 
 # ------------------------------------------------------------------ words
-
-
-def _ago(seconds: float) -> str:
-    seconds = max(0, int(seconds))
-    if seconds < 60:
-        return f"{seconds} s"
-    if seconds < 3600:
-        return f"{seconds // 60} min"
-    return f"{seconds // 3600} h {seconds % 3600 // 60} min"
 
 
 def _ahead(ctx: AppContext) -> str:
@@ -125,7 +117,7 @@ def monitor_html(ctx: AppContext, run_id: str) -> str:
 def queue_table(ctx: AppContext) -> dict:
     now = time.time()
     data = [[r["position"], r["id"], r.get("method", ""), r.get("owner") or "",
-             _ago(now - (r.get("waiting_since") or r.get("created") or now))] for r in waiting(ctx.runs_dir)]
+             fmt_seconds(now - (r.get("waiting_since") or r.get("created") or now))] for r in waiting(ctx.runs_dir)]
     return {"headers": HEADERS, "data": data}
 
 

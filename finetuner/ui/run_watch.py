@@ -209,7 +209,8 @@ def forget(path: str | Path) -> None:
 # ------------------------------------------------------------------ progress
 
 
-def _fmt_seconds(s: float) -> str:
+def fmt_seconds(s: float) -> str:
+    """A duration as the pages say it: 42s, 3m 05s, 1h 02m."""
     s = max(0, int(s))
     if s < 60:
         return f"{s}s"
@@ -273,10 +274,10 @@ def progress_text(p: dict) -> str:
     if p["step_s"]:
         parts.append(f"{p['step_s']:.2f}s/step")
     if p["elapsed"] is not None:
-        parts.append(f"elapsed {_fmt_seconds(p['elapsed'])}")
+        parts.append(f"elapsed {fmt_seconds(p['elapsed'])}")
     if p["eta"] is not None:
         rest = f", then {', '.join(s.upper() for s in p['later_stages'])}" if p["later_stages"] else ""
-        parts.append(f"{stage} ends in ~{_fmt_seconds(p['eta'])}{rest}")
+        parts.append(f"{stage} ends in ~{fmt_seconds(p['eta'])}{rest}")
     return " · ".join(parts)
 
 
