@@ -19,7 +19,7 @@ HELDOUT = "Held-out score"
 def test_one_click_demo_reaches_the_heldout_curve_and_table(tmp_path, monkeypatch):
     from playwright.sync_api import expect, sync_playwright
 
-    from finetuner.runs import FINAL_STATES, cancel, force_stop, list_runs, open_run
+    from finetuner.runs import FINAL_STATES, force_stop, list_runs, open_run
 
     monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio"))
     app = App(tmp_path / "runs")
@@ -44,11 +44,9 @@ def test_one_click_demo_reaches_the_heldout_curve_and_table(tmp_path, monkeypatc
 
             runs = list_runs(app.runs_dir)
             assert len(runs) == 1 and runs[0]["state"] in ("queued", "running")
-            page.locator("#try-demo").click()  # while the demo trains: a second demo waits in the queue
-            expect(page.locator(".toast-body").filter(has_text="Queued: position 1")).to_be_visible()
-            second = [r for r in list_runs(app.runs_dir) if r["id"] != runs[0]["id"]]
-            assert [r["state"] for r in second] == ["waiting"]
-            cancel(app.runs_dir, second[0]["id"])  # not to train it after this one
+            page.locator("#try-demo").click()  # while the demo trains: the same demo is shown, no copy queued
+            expect(page.locator(".toast-body").filter(has_text="The arithmetic demo is already")).to_be_visible()
+            assert [r["id"] for r in list_runs(app.runs_dir)] == [runs[0]["id"]]
 
             run = open_run(app.runs_dir, runs[0]["id"])
             deadline = time.time() + 900

@@ -1,5 +1,6 @@
 """The "Try the demo" button: one click launches the demo run, opens the Monitor on it and loads its project;
-while a run trains a second demo waits in the queue and says its place."""
+a second click while the demo is on its way shows that demo instead of queueing a copy; behind another run the
+demo waits in the queue and says its place."""
 
 import time
 
@@ -11,7 +12,7 @@ from finetuner.ui import welcome
 from finetuner.ui.context import AppContext
 
 
-def test_try_the_demo_launches_it_and_queues_a_second_run(tmp_path, monkeypatch):
+def test_try_the_demo_launches_it_and_a_second_click_shows_the_same_run(tmp_path, monkeypatch):
     ctx = AppContext(tmp_path / "runs")
     project, run_id, tabs = welcome.start_demo(ctx)
     run = open_run(ctx.runs_dir, run_id)
@@ -24,12 +25,17 @@ def test_try_the_demo_launches_it_and_queues_a_second_run(tmp_path, monkeypatch)
         assert ctx.active_run()["id"] == run_id
         said = []
         monkeypatch.setattr(gr, "Info", said.append)
-        _project, second, _tabs = welcome.start_demo(ctx)
-        assert second != run_id and open_run(ctx.runs_dir, second).read_status()["state"] == "waiting"
-        assert said and f"Queued: position 1, after `{run_id}`" in said[0]
-        assert ctx.active_run()["id"] == run_id  # still one training
-        cancel(ctx.runs_dir, second)
-        assert [r["id"] for r in list_runs(ctx.runs_dir)] == [run_id]
+        _project, again, _tabs = welcome.start_demo(ctx)
+        assert again == run_id and "already" in said[0] and run_id in said[0]
+        assert [r["id"] for r in list_runs(ctx.runs_dir)] == [run_id]  # no copy queued
+        other = to_dict(demo)
+        other.update(name="other")
+        from finetuner.config import from_dict
+        from finetuner.runs import enqueue
+
+        blocker = enqueue(from_dict(other, base_dir=str(welcome.EXAMPLE)), ctx.runs_dir)  # waits behind the demo
+        assert blocker.read_status()["state"] == "waiting"
+        cancel(ctx.runs_dir, blocker.id)
     finally:
         force_stop(run)
         wait(run, timeout=30)

@@ -53,7 +53,11 @@ def start_demo(ctx: AppContext):
     from finetuner.ui.queue_view import position_text
 
     cfg = load_config(EXAMPLE / "run.yaml")
-    run = ctx.launch(cfg)  # starts now, or waits its turn in the queue
+    same = _demo_in_progress(ctx, cfg)
+    if same is not None:  # a second click (or a second tab): show the demo that is on its way, not a copy of it
+        gr.Info(f"The arithmetic demo is already {same['state']} ({same['id']}): the Monitor shows it.")
+        return demo_project(), same["id"], gr.Tabs(selected="monitor")
+    run = ctx.launch(cfg)  # starts now, or waits its turn in the queue behind another run
     queued = position_text(ctx, run.id)
     if queued:
         gr.Info(f"{queued} The arithmetic demo ({run.id}) starts by itself when the machine is free; the Monitor "
@@ -63,6 +67,22 @@ def start_demo(ctx: AppContext):
             f"correct sums, on the built-in model, about 3 minutes. Watch the held-out score rise on the Monitor; "
             f"the demo's data, graders and settings are in every tab.")
     return demo_project(), run.id, gr.Tabs(selected="monitor")
+
+
+def _demo_in_progress(ctx: AppContext, cfg) -> dict | None:
+    """This user's run of exactly the demo's config that is waiting or training, if any."""
+    from finetuner.config import load_config, portable_config, to_dict
+    from finetuner.runs import ACTIVE_STATES, WAITING, RunFolder
+
+    demo = to_dict(portable_config(cfg))
+    for status in ctx.list_runs():
+        if status.get("state") in (*ACTIVE_STATES, WAITING) and status.get("name") == cfg.name:
+            try:
+                if to_dict(load_config(RunFolder(status["path"]).config_path)) == demo:
+                    return status
+            except Exception:  # noqa: BLE001 - a config that no longer loads is simply not the demo
+                continue
+    return None
 
 
 def wire_demo_button(ctx: AppContext, shared: Shared):
