@@ -3,8 +3,10 @@ article's numbers, not ours), claim by claim, each marked `agrees`, `disagrees`,
 
     for c in read_claims(result): print(c["claim"], c["verdict"], c["measured"])
 
-Two means differ only when the gap is wider than both spreads over seeds (plus a point), so one lucky seed
-does not make a verdict; a Lab with one seed says its spreads are unknown.
+Comparing methods ("SFT then RFT is the strongest"), two means differ only when the gap is wider than both
+spreads over seeds (plus a point), so one lucky seed does not make a verdict. The other claims use fixed margins:
+a gain counts above 5 points, a difference in forgetting above 2. A method whose every arm failed is "not
+measured", never a score of 0.
 """
 
 from __future__ import annotations
