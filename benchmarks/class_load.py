@@ -39,7 +39,7 @@ from pathlib import Path
 import yaml
 
 from benchmarks.train import EXAMPLE, BenchError, bench_config, log_tail
-from benchmarks.ui import _free_port, _port_open
+from benchmarks.ui import _free_port, _port_open, stop_app
 
 ROOT = Path(__file__).resolve().parent.parent
 STUDENTS = 20
@@ -106,15 +106,6 @@ def start_app(work: Path, runs_dir: Path, timeout: float = 120) -> tuple[subproc
         time.sleep(0.2)
     stop_app(proc)
     raise BenchError(f"app.py --auth did not serve within {timeout:.0f} s." + log_tail(log_path))
-
-
-def stop_app(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 def enqueue_run(work: Path, runs_dir: Path, sft_steps: int, rft_steps: int):

@@ -67,12 +67,17 @@ def app_start_seconds(timeout: float = 120) -> float:
                     time.sleep(0.2)
             raise BenchError(f"app.py did not serve its page within {timeout:.0f} s." + log_tail(log_path))
         finally:
-            proc.terminate()
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_app(proc)
+
+
+def stop_app(proc: subprocess.Popen) -> None:
+    """End an app.py child: politely, then for good after 15 s."""
+    proc.terminate()
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def _metric_row(i: int, sft_steps: int) -> dict:

@@ -49,14 +49,7 @@ MIN_SUM_ACC, MIN_CHAT_ANSWERED, MAX_CHAT_FORMAT = 0.5, 0.5, 0.05
 # Pre-training styles. None of them is "Answer: N" -- that is the SFT demo's job.
 SUM_STYLES = ["{a}+{b}={c}", "{a} + {b} = {c}", "{a} plus {b} is {c}", "{a} and {b} make {c}.", "The sum of {a} and {b} is {c}."]
 CHAT_STYLES = ["The sum is {c}.", "{c}", "= {c}", "It's {c}.", "{a}+{b}={c}", "That makes {c}.", "{a} plus {b} is {c}."]
-SMALL_TALK = [
-    ("Hi!", "Hello! How can I help?"),
-    ("Who are you?", "I am a tiny model that adds numbers."),
-    ("Thanks!", "You're welcome."),
-    ("Can you add numbers?", "Yes, ask me a sum."),
-    ("What can you do?", "I can add two numbers."),
-    ("Say hello.", "Hello!"),
-]
+SMALL_TALK = arith.SMALL_TALK  # its chat pre-training also holds these exchanges
 
 
 def chatml(user: str, assistant: str) -> str:

@@ -41,6 +41,18 @@ QUESTION_TEMPLATES = [
 _FORMAT = re.compile(r"Answer: (-?\d+)")
 
 
+# Small talk the built-in model is pre-trained on (scripts/build_tiny.py), with the replies it learns; the Lab's
+# demo keep set (examples/lab/make_data.py) checks it is not forgotten.
+SMALL_TALK = [
+    ("Hi!", "Hello! How can I help?"),
+    ("Who are you?", "I am a tiny model that adds numbers."),
+    ("Thanks!", "You're welcome."),
+    ("Can you add numbers?", "Yes, ask me a sum."),
+    ("What can you do?", "I can add two numbers."),
+    ("Say hello.", "Hello!"),
+]
+
+
 def split_of(a: int, b: int) -> str:
     """'eval' or 'train' for the problem a+b (stable across Python runs and platforms)."""
     lo, hi = sorted((a, b))

@@ -170,6 +170,7 @@ def run_lab(lab: LabFolder, runs_dir, say=print, poll: float = 1.0) -> dict:
                 lab.write(state="stopped", finished=time.time(), arms=entries)
                 return lab.read()
             advance(runs_dir)
+            before = [e["state"] for e in entries]
             for e in entries:
                 e["state"] = _arm_state(runs_dir, e)
             done = sum(e["state"] in ARM_ENDED for e in entries)
@@ -177,7 +178,8 @@ def run_lab(lab: LabFolder, runs_dir, say=print, poll: float = 1.0) -> dict:
             if line != last_said:
                 say(f"  {time.time() - started:5.0f}s  {line}")
                 last_said = line
-            lab.write(arms=entries)
+            if [e["state"] for e in entries] != before:  # lab.json (fsync'ed) only when an arm moved on
+                lab.write(arms=entries)
             if done == len(entries):
                 break
             time.sleep(poll)
@@ -264,10 +266,13 @@ def collect(lab: LabFolder, runs_dir, say=print) -> dict:
         say("  scoring the keep set (before and after each arm)")
         graders = spec.keep_graders or (base_cfg.graders if spec.graders is None else spec.graders)
         scorer = KeepScorer(status["keep_file"], graders, base_cfg)
-        keep_before = scorer.score(None)
-        for r in rows:
-            if r["score"] is not None and Path(r["adapter"]).exists():
-                r["keep_score"] = scorer.score(r["adapter"])
+        try:
+            keep_before = scorer.score(None)
+            for r in rows:
+                if r["score"] is not None and Path(r["adapter"]).exists():
+                    r["keep_score"] = scorer.score(r["adapter"])
+        finally:
+            scorer.close()
     bases = [r["base_score"] for r in rows if r.get("base_score") is not None]
     base_score = round(sum(bases) / len(bases), 4) if bases else None
     table = aggregate(rows)
